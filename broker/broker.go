@@ -1,0 +1,358 @@
+// Package broker is the SQLite store that is also the app's message broker:
+// schema migrations, the task state machine, leases with fencing, group
+// commits through one writer, retries, dedup, semaphores, variables and
+// exec records. It is the only package with SQL.
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3" // the driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Options tune a Broker.
+type Options struct {
+	// Synchronous is SQLite's synchronous setting: FULL (default, every
+	// commit survives power loss) or NORMAL (a commit may be lost on power
+	// loss, never on a process crash).
+	Synchronous string
+	// MaxBatch bounds the operations grouped into one commit.
+	MaxBatch int
+	// Now is the clock; tests inject one.
+	Now func() time.Time
+	// Rand drives retry jitter.
+	Rand *rand.Rand
+}
+
+// Broker owns one SQLite database.
+type Broker struct {
+	w    *sql.DB // the one writer connection, used only by the writer goroutine
+	r    *sql.DB // readers
+	path string
+	opts Options
+
+	ops    chan *op
+	done   chan struct{}
+	closed sync.Once
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	modules map[int64]*moduleInfo // by module id
+	byName  map[appModule]int64
+	apps    map[int64]*appInfo
+	ready   chan struct{} // closed and replaced when tasks may have become ready
+	rndMu   sync.Mutex
+}
+
+// ErrNotFound is returned for a missing app, task, semaphore or variable.
+var ErrNotFound = errors.New("not found")
+
+// ErrClosed is returned after Close.
+var ErrClosed = errors.New("broker closed")
+
+// Open opens (creating and migrating if needed) the database at path.
+func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
+	if opts.Synchronous == "" {
+		opts.Synchronous = "FULL"
+	}
+	switch strings.ToUpper(opts.Synchronous) {
+	case "FULL", "NORMAL", "EXTRA":
+	default:
+		return nil, fmt.Errorf("open broker: synchronous %q must be FULL, NORMAL or EXTRA", opts.Synchronous)
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Rand == nil {
+		opts.Rand = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", strings.ToUpper(opts.Synchronous))
+	q.Set("_busy_timeout", "10000")
+	q.Set("_foreign_keys", "on")
+	q.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open broker: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	w.SetConnMaxLifetime(0)
+	if err := migrate(ctx, w); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open broker %s: %w", path, err)
+	}
+	rq := url.Values{}
+	rq.Set("_busy_timeout", "10000")
+	rq.Set("_query_only", "1")
+	r, err := sql.Open("sqlite3", "file:"+path+"?"+rq.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open broker readers: %w", err)
+	}
+	r.SetMaxOpenConns(8)
+	b := &Broker{
+		w: w, r: r, path: path, opts: opts,
+		ops:     make(chan *op, 4096),
+		done:    make(chan struct{}),
+		modules: map[int64]*moduleInfo{},
+		byName:  map[appModule]int64{},
+		apps:    map[int64]*appInfo{},
+		ready:   make(chan struct{}),
+	}
+	if err := b.loadCache(ctx); err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.wg.Add(1)
+	go b.writer()
+	return b, nil
+}
+
+// Path is the database file.
+func (b *Broker) Path() string { return b.path }
+
+// Close stops the writer after the operations already queued.
+func (b *Broker) Close() error {
+	b.closed.Do(func() { close(b.done) })
+	b.wg.Wait()
+	err1 := b.r.Close()
+	err2 := b.w.Close()
+	return errors.Join(err1, err2)
+}
+
+func migrate(ctx context.Context, db *sql.DB) error {
+	var version int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	entries, err := migrations.ReadDir("migrations")
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	if version > len(names) {
+		return fmt.Errorf("database schema version %d is newer than this scalebox (%d); upgrade scalebox", version, len(names))
+	}
+	for i := version; i < len(names); i++ {
+		body, err := migrations.ReadFile("migrations/" + names[i])
+		if err != nil {
+			return err
+		}
+		tx, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migration %s: %w", names[i], err)
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", i+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migration %s: %w", names[i], err)
+		}
+	}
+	return nil
+}
+
+// op is one unit of work for the writer. fn runs inside the group's
+// transaction under its own savepoint: an error rolls back this op only.
+// after runs once the group has committed (or failed), outside the lock.
+type op struct {
+	ctx    context.Context
+	fn     func(tx *sql.Tx) error
+	err    error
+	signal bool // tasks may have become ready
+	done   chan struct{}
+}
+
+// write queues fn and waits for its group to commit.
+func (b *Broker) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return b.writeOp(ctx, false, fn)
+}
+
+// writeReady is write for operations that may make tasks ready: waiting
+// leases are woken after the commit.
+func (b *Broker) writeReady(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return b.writeOp(ctx, true, fn)
+}
+
+func (b *Broker) writeOp(ctx context.Context, signal bool, fn func(tx *sql.Tx) error) error {
+	o := &op{ctx: ctx, fn: fn, signal: signal, done: make(chan struct{})}
+	select {
+	case b.ops <- o:
+	case <-b.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-o.done:
+		return o.err
+	case <-ctx.Done():
+		// The op may still commit; callers that must know use request ids.
+		return ctx.Err()
+	}
+}
+
+func (b *Broker) writer() {
+	defer b.wg.Done()
+	batch := make([]*op, 0, b.opts.MaxBatch)
+	for {
+		var first *op
+		select {
+		case first = <-b.ops:
+		case <-b.done:
+			// Drain what is queued so no caller waits forever.
+			for {
+				select {
+				case o := <-b.ops:
+					o.err = ErrClosed
+					close(o.done)
+				default:
+					return
+				}
+			}
+		}
+		batch = append(batch[:0], first)
+	fill:
+		for len(batch) < b.opts.MaxBatch {
+			select {
+			case o := <-b.ops:
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		b.commit(batch)
+	}
+}
+
+func (b *Broker) commit(batch []*op) {
+	ctx := context.Background()
+	tx, err := b.w.BeginTx(ctx, nil)
+	if err == nil {
+		for _, o := range batch {
+			if o.ctx.Err() != nil {
+				o.err = o.ctx.Err()
+				continue
+			}
+			o.err = runSavepoint(tx, o.fn)
+		}
+		err = tx.Commit()
+	}
+	signal := false
+	for _, o := range batch {
+		if err != nil && o.err == nil {
+			o.err = fmt.Errorf("commit: %w", err)
+		}
+		if o.err == nil {
+			signal = signal || o.signal
+		}
+		close(o.done)
+	}
+	if err != nil {
+		b.reloadCache()
+	}
+	if signal {
+		b.signalReady()
+	}
+}
+
+func runSavepoint(tx *sql.Tx, fn func(tx *sql.Tx) error) (err error) {
+	if _, err := tx.Exec("SAVEPOINT op"); err != nil {
+		return err
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("broker operation panicked: %v", r)
+		}
+		if err != nil {
+			if _, rerr := tx.Exec("ROLLBACK TO op"); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
+		if _, rerr := tx.Exec("RELEASE op"); rerr != nil && err == nil {
+			err = rerr
+		}
+	}()
+	return fn(tx)
+}
+
+// Ready returns a channel closed the next time tasks may have become ready.
+func (b *Broker) Ready() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ready
+}
+
+func (b *Broker) signalReady() {
+	b.mu.Lock()
+	close(b.ready)
+	b.ready = make(chan struct{})
+	b.mu.Unlock()
+}
+
+func (b *Broker) now() time.Time { return b.opts.Now() }
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
+
+func nullTime(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := fromMS(v.Int64)
+	return &t
+}
+
+// CheckLocalFS refuses a directory on a network filesystem, where SQLite's
+// WAL locking does not work and the database would be corrupted.
+func CheckLocalFS(dir string) error {
+	fs, err := filesystemType(dir)
+	if err != nil {
+		return fmt.Errorf("check state dir %s: %w", dir, err)
+	}
+	if fs != "" {
+		return fmt.Errorf("state dir %s is on %s: SQLite's WAL needs a node-local filesystem (all readers and the writer on one host); put --state-dir on the head node's local disk", dir, fs)
+	}
+	return nil
+}
+
+// EnsureDir creates a private state directory (0700).
+func EnsureDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(dir, 0o700)
+}
+
+// DBPath is the database file inside a state dir.
+func DBPath(stateDir string) string { return filepath.Join(stateDir, "scalebox.db") }

@@ -1,0 +1,198 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalebox-hpc/scalebox/dataflow"
+)
+
+func testApp(rules dataflow.RetryRules) *dataflow.App {
+	return &dataflow.App{
+		Name:       "t",
+		Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
+		Modules: []*dataflow.Module{
+			{Name: "a", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistDefault, RetryRules: rules, SinkModules: []string{"b"}},
+			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistDefault},
+		},
+	}
+}
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+func openTest(t *testing.T) (*Broker, *clock) {
+	t.Helper()
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	b, err := Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), Options{Now: c.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b, c
+}
+
+func count(t *testing.T, b *Broker, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := b.r.QueryRow(q, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func leaseOne(t *testing.T, b *Broker, app, pilot int64, module string) dataflow.LeasedTask {
+	t.Helper()
+	got, err := b.Lease(context.Background(), LeaseRequest{AppID: app, PilotID: pilot, Host: "h", Wants: []Want{{module, 1}}, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("leased %d tasks of %s, want 1", len(got), module)
+	}
+	return got[0]
+}
+
+func TestLifecycleEmitsOnlyOnSuccess(t *testing.T) {
+	ctx := context.Background()
+	b, _ := openTest(t)
+	app, err := b.CreateApp(ctx, testApp(nil), []dataflow.Message{{Body: "x1"}, {Body: "x2"}, {Body: "x1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, b, "SELECT count(*) FROM tasks"); n != 2 {
+		t.Fatalf("duplicate body created a task: %d tasks", n)
+	}
+	pilot, err := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l1 := leaseOne(t, b, app, pilot, "a")
+	l2 := leaseOne(t, b, app, pilot, "a")
+	res, err := b.Complete(ctx, Report{PilotID: pilot, Completions: []dataflow.Completion{
+		{TaskID: l1.ID, Gen: l1.Gen, ExitCode: 0, Messages: []dataflow.Message{{Body: "y1"}}},
+		{TaskID: l2.ID, Gen: l2.Gen, ExitCode: 7, Messages: []dataflow.Message{{Body: "y2"}}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].State != dataflow.TaskSucceeded || res[1].State != dataflow.TaskFailed {
+		t.Fatalf("states %v %v", res[0].State, res[1].State)
+	}
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE body = 'y2'"); n != 0 {
+		t.Fatal("failed task emitted its message")
+	}
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE body = 'y1' AND headers LIKE '%\"from_module\":\"a\"%'"); n != 1 {
+		t.Fatal("successful task's message missing")
+	}
+	// A second report of the same lease is refused and changes nothing.
+	res, err = b.Complete(ctx, Report{PilotID: pilot, Completions: []dataflow.Completion{{TaskID: l1.ID, Gen: l1.Gen, Messages: []dataflow.Message{{Body: "y3"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Status != dataflow.ReportStale {
+		t.Fatalf("repeated report: %+v", res[0])
+	}
+	if n := count(t, b, "SELECT count(*) FROM task_execs"); n != 2 {
+		t.Fatalf("%d exec records, want 2", n)
+	}
+}
+
+func TestRetryRulesAndRescue(t *testing.T) {
+	ctx := context.Background()
+	b, c := openTest(t)
+	rules, _ := dataflow.ParseRetryRules([]string{"3:2"})
+	app, err := b.CreateApp(ctx, testApp(rules), []dataflow.Message{{Body: "r"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pilot, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h"})
+	runs := 0
+	for {
+		got, err := b.Lease(ctx, LeaseRequest{AppID: app, PilotID: pilot, Host: "h", Wants: []Want{{"a", 1}}, TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) == 0 {
+			c.t = c.t.Add(time.Hour)
+			rr, err := b.Rescue(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rr.Promoted == 0 {
+				break
+			}
+			continue
+		}
+		runs++
+		if _, err := b.Complete(ctx, Report{PilotID: pilot, Completions: []dataflow.Completion{{TaskID: got[0].ID, Gen: got[0].Gen, ExitCode: 3}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if runs != 3 {
+		t.Fatalf("exit 3 under ['3:2'] ran %d times, want 3", runs)
+	}
+	// An expired lease comes back as lost (123) and a late report is refused.
+	if _, err := b.AddTasks(ctx, app, []dataflow.Message{{Module: "b", Body: "lost"}}); err != nil {
+		t.Fatal(err)
+	}
+	l := leaseOne(t, b, app, pilot, "b")
+	c.t = c.t.Add(2 * time.Minute)
+	rr, err := b.Rescue(ctx)
+	if err != nil || rr.Expired != 1 {
+		t.Fatalf("rescue: %+v %v", rr, err)
+	}
+	res, _ := b.Complete(ctx, Report{PilotID: pilot, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen}}})
+	if res[0].Status != dataflow.ReportStale {
+		t.Fatalf("late report accepted: %+v", res[0])
+	}
+	if n := count(t, b, "SELECT count(*) FROM task_execs WHERE task_id = ? AND exit_code = 123", l.ID); n != 1 {
+		t.Fatalf("lost exec records: %d", n)
+	}
+}
+
+func TestIllegalTransitionRefused(t *testing.T) {
+	ctx := context.Background()
+	b, _ := openTest(t)
+	if _, err := b.CreateApp(ctx, testApp(nil), []dataflow.Message{{Body: "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	err := b.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec("UPDATE tasks SET state = 'succeeded', exit_code = 0")
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "illegal task state transition") {
+		t.Fatalf("ready -> succeeded allowed: %v", err)
+	}
+	err = b.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec("UPDATE tasks SET state = 'leased'")
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "CHECK") {
+		t.Fatalf("lease without owner allowed: %v", err)
+	}
+}
+
+func TestStateOpsOncePerRequest(t *testing.T) {
+	ctx := context.Background()
+	b, _ := openTest(t)
+	app, _ := b.CreateApp(ctx, testApp(nil), nil)
+	if _, err := b.ApplyStateOp(ctx, app, dataflow.StateOp{Kind: "semaphore", Op: OpCreate, Name: "s", Value: "10"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		v, err := b.ApplyStateOp(ctx, app, dataflow.StateOp{Kind: "semaphore", Op: OpAddValue, Name: "s", Value: "5", RequestID: "r1"})
+		if err != nil || v != "15" {
+			t.Fatalf("try %d: %q %v", i, v, err)
+		}
+	}
+	v, err := b.ApplyStateOp(ctx, app, dataflow.StateOp{Kind: "semaphore", Op: OpDecrement, Name: "s", RequestID: "r2"})
+	if err != nil || v != "14" {
+		t.Fatalf("decrement: %q %v", v, err)
+	}
+}

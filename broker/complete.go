@@ -1,0 +1,241 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/scalebox-hpc/scalebox/dataflow"
+)
+
+// MaxRetryBackoff caps the delay between retries.
+const MaxRetryBackoff = 10 * time.Minute
+
+// Report is one batch from a pilot: tasks it started and attempts it ended.
+type Report struct {
+	PilotID     int64
+	Started     []Started
+	Completions []dataflow.Completion
+}
+
+// Complete records a pilot's completions. Each one commits, in the same
+// transaction, its exec record, the task's new state (through the retry
+// rules on failure), and on success its emitted messages and deferred state
+// changes: a task's messages exist if and only if its success is recorded.
+// A completion whose lease is no longer held by this pilot at this
+// generation changes nothing and is answered ReportStale.
+func (b *Broker) Complete(ctx context.Context, r Report) ([]dataflow.CompletionResult, error) {
+	results := make([]dataflow.CompletionResult, len(r.Completions))
+	err := b.writeReady(ctx, func(tx *sql.Tx) error {
+		now := b.now()
+		if err := markRunning(tx, r.PilotID, r.Started, ms(now)); err != nil {
+			return err
+		}
+		for i, c := range r.Completions {
+			res, err := b.completeOne(tx, now, r.PilotID, c)
+			if err != nil {
+				return fmt.Errorf("task %d: %w", c.TaskID, err)
+			}
+			results[i] = res
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("complete: %w", err)
+	}
+	return results, nil
+}
+
+type taskRow struct {
+	id, appID, moduleID int64
+	state               dataflow.TaskState
+	gen                 int64
+	pilot               sql.NullInt64
+	attempts            int
+	failCounts          string
+	headers             string
+}
+
+func loadTaskRow(tx *sql.Tx, id int64) (taskRow, error) {
+	var t taskRow
+	err := tx.QueryRow(`SELECT id, app_id, module_id, state, lease_gen, lease_pilot, attempts, fail_counts, headers FROM tasks WHERE id = ?`, id).
+		Scan(&t.id, &t.appID, &t.moduleID, &t.state, &t.gen, &t.pilot, &t.attempts, &t.failCounts, &t.headers)
+	return t, err
+}
+
+func (b *Broker) completeOne(tx *sql.Tx, now time.Time, pilotID int64, c dataflow.Completion) (dataflow.CompletionResult, error) {
+	res := dataflow.CompletionResult{TaskID: c.TaskID}
+	t, err := loadTaskRow(tx, c.TaskID)
+	if errors.Is(err, sql.ErrNoRows) {
+		res.Status, res.Error = dataflow.ReportStale, "no such task"
+		return res, nil
+	}
+	if err != nil {
+		return res, err
+	}
+	if (t.state != dataflow.TaskLeased && t.state != dataflow.TaskRunning) || t.gen != c.Gen || !t.pilot.Valid || t.pilot.Int64 != pilotID {
+		res.Status, res.State = dataflow.ReportStale, t.state
+		res.Error = fmt.Sprintf("lease lost: task is %s at generation %d", t.state, t.gen)
+		return res, nil
+	}
+	mod := b.module(t.moduleID)
+	if mod == nil {
+		return res, fmt.Errorf("module %d not loaded", t.moduleID)
+	}
+	var msgs []resolved
+	if c.ExitCode == 0 {
+		msgs, err = b.resolveMessages(t, mod, c)
+		if err != nil {
+			// A success that cannot deliver its output is a module error,
+			// not retryable: the same script would emit the same lines.
+			c.ExitCode = dataflow.ExitNotRetryable
+			c.Note = strings.TrimSpace(c.Note + "\n" + err.Error())
+			msgs = nil
+		}
+	}
+	if c.ExitCode == 0 {
+		for _, op := range c.Deferred {
+			if _, err := applyStateOp(tx, t.appID, op, ms(now)); err != nil {
+				c.ExitCode = dataflow.ExitNotRetryable
+				c.Note = strings.TrimSpace(c.Note + "\n" + "deferred " + op.Kind + " " + op.Op + " " + op.Name + ": " + err.Error())
+				msgs = nil
+				break
+			}
+		}
+	}
+	state, err := b.settle(tx, now, t, mod, c.ExitCode)
+	if err != nil {
+		return res, err
+	}
+	if err := insertExec(tx, t, pilotID, c, len(msgs)); err != nil {
+		return res, err
+	}
+	if c.ExitCode == 0 {
+		for _, m := range msgs {
+			if _, err := insertTask(tx, t.appID, m.moduleID, m.Message, ms(now)); err != nil {
+				return res, err
+			}
+		}
+	}
+	res.Status, res.State = dataflow.ReportAccepted, state
+	return res, nil
+}
+
+type resolved struct {
+	dataflow.Message
+	moduleID int64
+}
+
+// resolveMessages gives each emitted message its destination module and
+// the headers the system adds (from_module, from_host, passed-through _*).
+func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completion) ([]resolved, error) {
+	if len(c.Messages) == 0 {
+		return nil, nil
+	}
+	def, _, err := b.App(t.appID)
+	if err != nil {
+		return nil, err
+	}
+	in, _ := dataflow.ParseHeaders(t.headers)
+	isRouter := def.Parameters.MainRouter == mod.def.Name
+	out := make([]resolved, 0, len(c.Messages))
+	for i, m := range c.Messages {
+		name := m.Module
+		if name == "" {
+			name = def.DefaultSink(mod.def)
+		}
+		if name == "" {
+			return nil, fmt.Errorf("sink-tasks line %d (%q): module %q has no sink_modules and the app has no main_router; name the target module", i+1, m.Body, mod.def.Name)
+		}
+		id, ok := b.moduleID(t.appID, name)
+		if !ok {
+			return nil, fmt.Errorf("sink-tasks line %d (%q): module %q does not exist", i+1, m.Body, name)
+		}
+		if m.Body == "" {
+			return nil, fmt.Errorf("sink-tasks line %d: empty body", i+1)
+		}
+		h := dataflow.Headers{}
+		for k, v := range in {
+			if strings.HasPrefix(k, "_") {
+				h[k] = v
+			}
+		}
+		for k, v := range m.Headers {
+			h[k] = v
+		}
+		h[dataflow.HeaderFromModule] = mod.def.Name
+		if c.Host != "" {
+			h[dataflow.HeaderFromHost] = c.Host
+		}
+		if isRouter && in[dataflow.HeaderFromModule] != "" {
+			h[dataflow.HeaderFromModuleLast] = in[dataflow.HeaderFromModule]
+		}
+		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, moduleID: id})
+	}
+	return out, nil
+}
+
+// settle moves an attempt's task to its next state: succeeded, retrying
+// (with backoff) while its retry rules allow, else failed.
+func (b *Broker) settle(tx *sql.Tx, now time.Time, t taskRow, mod *moduleInfo, code int) (dataflow.TaskState, error) {
+	nowMS := ms(now)
+	if code == 0 {
+		_, err := tx.Exec(`UPDATE tasks SET state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
+			lease_deadline = NULL, updated_at = ? WHERE id = ?`, nowMS, t.id)
+		return dataflow.TaskSucceeded, err
+	}
+	counts := map[string]int{}
+	_ = json.Unmarshal([]byte(t.failCounts), &counts)
+	rules := mod.def.RetryRules
+	key := rules.Key(code)
+	used := counts[key]
+	if used >= rules.Allowed(code) {
+		_, err := tx.Exec(`UPDATE tasks SET state = 'failed', exit_code = ?, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
+			lease_deadline = NULL, updated_at = ? WHERE id = ?`, code, nowMS, t.id)
+		return dataflow.TaskFailed, err
+	}
+	counts[key] = used + 1
+	cj, _ := json.Marshal(counts)
+	b.rndMu.Lock()
+	delay := dataflow.Backoff(used+1, time.Duration(mod.def.RetryBackoff), MaxRetryBackoff, b.opts.Rand)
+	b.rndMu.Unlock()
+	if _, err := tx.Exec(`UPDATE tasks SET state = 'retrying', exit_code = ?, attempts = attempts + 1, fail_counts = ?, available_at = ?,
+		lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`,
+		code, string(cj), ms(now.Add(delay)), nowMS, t.id); err != nil {
+		return "", err
+	}
+	if delay == 0 {
+		if _, err := tx.Exec(`UPDATE tasks SET state = 'ready' WHERE id = ?`, t.id); err != nil {
+			return "", err
+		}
+		return dataflow.TaskReady, nil
+	}
+	return dataflow.TaskRetrying, nil
+}
+
+func insertExec(tx *sql.Tx, t taskRow, pilotID int64, c dataflow.Completion, emitted int) error {
+	var ts any
+	if len(c.Timestamps) > 0 {
+		b, _ := json.Marshal(c.Timestamps)
+		ts = string(b)
+	}
+	var started any
+	if !c.StartedAt.IsZero() {
+		started = ms(c.StartedAt)
+	}
+	ended := c.EndedAt
+	if ended.IsZero() {
+		ended = time.Now()
+	}
+	_, err := tx.Exec(`INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
+			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.id, t.appID, t.moduleID, t.attempts+1, t.gen, pilotID, nullStr(c.Slot), nullStr(c.Host), c.ExitCode,
+		started, ms(ended), nullStr(c.StdoutTail), nullStr(c.StderrTail), nullStr(c.Auxout), nullStr(c.Note), ts,
+		c.InputBytes, c.OutputBytes, emitted)
+	return err
+}

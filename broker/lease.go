@@ -1,0 +1,165 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/scalebox-hpc/scalebox/dataflow"
+)
+
+// Want asks for up to Max ready tasks of Module.
+type Want struct {
+	Module string `json:"module"`
+	Max    int    `json:"max"`
+}
+
+// LeaseRequest is one pilot's request for work.
+type LeaseRequest struct {
+	AppID   int64
+	PilotID int64
+	Host    string
+	Wants   []Want
+	TTL     time.Duration
+}
+
+// Lease claims ready tasks for a pilot in one commit: for each wanted
+// module, the oldest ready tasks (by sort_tag, then id) that are not bound
+// to another host. Each leased task's generation is incremented; only a
+// report carrying the new generation will be accepted.
+func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.LeasedTask, error) {
+	type target struct {
+		id   int64
+		name string
+		max  int
+	}
+	var targets []target
+	for _, w := range req.Wants {
+		if w.Max <= 0 {
+			continue
+		}
+		id, ok := b.moduleID(req.AppID, w.Module)
+		if !ok {
+			return nil, fmt.Errorf("lease: app %d has no module %q", req.AppID, w.Module)
+		}
+		targets = append(targets, target{id, w.Module, min(w.Max, 10000)})
+	}
+	if len(targets) == 0 {
+		return nil, nil
+	}
+	var out []dataflow.LeasedTask
+	err := b.write(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		now := b.now()
+		deadline := ms(now.Add(req.TTL))
+		for _, t := range targets {
+			rows, err := tx.Query(`UPDATE tasks SET state = 'leased', lease_pilot = ?, lease_slot = NULL, lease_deadline = ?,
+					lease_gen = lease_gen + 1, updated_at = ?
+				WHERE id IN (SELECT id FROM tasks WHERE module_id = ? AND state = 'ready' AND (to_host = '' OR to_host = ?)
+					ORDER BY sort_tag, id LIMIT ?)
+				RETURNING id, body, headers, lease_gen, attempts, sort_tag`,
+				req.PilotID, deadline, ms(now), t.id, req.Host, t.max)
+			if err != nil {
+				return err
+			}
+			type leased struct {
+				dataflow.LeasedTask
+				tag string
+			}
+			var got []leased
+			for rows.Next() {
+				var l leased
+				var headers string
+				if err := rows.Scan(&l.ID, &l.Body, &headers, &l.Gen, &l.Attempt, &l.tag); err != nil {
+					rows.Close()
+					return err
+				}
+				l.Module = t.name
+				l.Attempt++
+				l.Headers, _ = dataflow.ParseHeaders(headers)
+				got = append(got, l)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			// RETURNING has no defined order; dispatch order is sort_tag, id.
+			sort.Slice(got, func(i, j int) bool {
+				if got[i].tag != got[j].tag {
+					return got[i].tag < got[j].tag
+				}
+				return got[i].ID < got[j].ID
+			})
+			for _, l := range got {
+				out = append(out, l.LeasedTask)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lease: %w", err)
+	}
+	return out, nil
+}
+
+// Started is a pilot's note that it began running a leased task in a slot.
+type Started struct {
+	TaskID int64  `json:"task_id"`
+	Gen    int64  `json:"gen"`
+	Slot   string `json:"slot"`
+}
+
+// Heartbeat extends every lease the pilot holds to now+ttl, marks the given
+// tasks running, and records that the pilot is alive.
+func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, started []Started, ttl time.Duration) error {
+	err := b.write(ctx, func(tx *sql.Tx) error {
+		now := b.now()
+		if err := markRunning(tx, pilotID, started, ms(now)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(`UPDATE tasks SET lease_deadline = ? WHERE lease_pilot = ? AND state IN ('leased','running')`,
+			ms(now.Add(ttl)), pilotID); err != nil {
+			return err
+		}
+		_, err := tx.Exec("UPDATE pilots SET last_seen = ?, state = 'active' WHERE id = ? AND state <> 'left'", ms(now), pilotID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("heartbeat of pilot %d: %w", pilotID, err)
+	}
+	return nil
+}
+
+func markRunning(tx *sql.Tx, pilotID int64, started []Started, now int64) error {
+	for _, s := range started {
+		if _, err := tx.Exec(`UPDATE tasks SET state = 'running', lease_slot = ?, updated_at = ?
+			WHERE id = ? AND lease_gen = ? AND lease_pilot = ? AND state = 'leased'`, s.Slot, now, s.TaskID, s.Gen, pilotID); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Release gives back leased tasks a pilot will not start (for example when
+// it leaves): they become ready again without counting an attempt.
+func (b *Broker) Release(ctx context.Context, pilotID int64, tasks []dataflow.LeasedTask) error {
+	if len(tasks) == 0 {
+		return nil
+	}
+	err := b.writeReady(ctx, func(tx *sql.Tx) error {
+		now := ms(b.now())
+		for _, t := range tasks {
+			if _, err := tx.Exec(`UPDATE tasks SET state = 'ready', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ?
+				WHERE id = ? AND lease_gen = ? AND lease_pilot = ? AND state = 'leased'`, now, t.ID, t.Gen, pilotID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("release leases of pilot %d: %w", pilotID, err)
+	}
+	return nil
+}

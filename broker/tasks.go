@@ -1,0 +1,207 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/scalebox-hpc/scalebox/dataflow"
+)
+
+// insertTask adds one message as a task. A body already present in the
+// module is ignored, unless conflict_action=OVERWRITE (headers replaced,
+// an ended task runs again) or repeatable=yes (a new task with the same
+// body). It reports whether a task became ready.
+func insertTask(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
+	if msg.Body == "" {
+		return false, fmt.Errorf("module %q: empty task body", msg.Module)
+	}
+	h := msg.Headers
+	hj := h.JSON()
+	sortTag, toHost := h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost]
+	if strings.EqualFold(h[dataflow.HeaderRepeatable], "yes") {
+		_, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, seq, headers, state, sort_tag, to_host, created_at, updated_at)
+			VALUES (?, ?, ?, (SELECT coalesce(max(seq) + 1, 0) FROM tasks WHERE module_id = ? AND body = ?), ?, 'ready', ?, ?, ?, ?)`,
+			appID, moduleID, msg.Body, moduleID, msg.Body, hj, sortTag, toHost, now, now)
+		return err == nil, err
+	}
+	res, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, created_at, updated_at)
+		VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?) ON CONFLICT (module_id, body, seq) DO NOTHING`,
+		appID, moduleID, msg.Body, hj, sortTag, toHost, now, now)
+	if err != nil {
+		return false, err
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return true, nil
+	}
+	if !strings.EqualFold(h[dataflow.HeaderConflictAction], "OVERWRITE") {
+		return false, nil
+	}
+	// OVERWRITE: new headers for the next attempt; an ended task runs again
+	// with fresh retry counts. A task being run keeps its current attempt.
+	res, err = tx.Exec(`UPDATE tasks SET headers = ?, sort_tag = ?, to_host = ?, updated_at = ?,
+			state = CASE WHEN state IN ('succeeded','failed','cancelled') THEN 'ready' ELSE state END,
+			exit_code = CASE WHEN state IN ('succeeded','failed','cancelled') THEN NULL ELSE exit_code END,
+			fail_counts = CASE WHEN state IN ('succeeded','failed','cancelled') THEN '{}' ELSE fail_counts END
+		WHERE module_id = ? AND body = ? AND seq = 0`, hj, sortTag, toHost, now, moduleID, msg.Body)
+	if err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// AddTasks adds messages to an app's modules (Module empty = entry module)
+// in one transaction and returns how many tasks were created or re-armed.
+// An unknown module fails the whole call and adds nothing.
+func (b *Broker) AddTasks(ctx context.Context, appID int64, msgs []dataflow.Message) (int, error) {
+	def, status, err := b.App(appID)
+	if err != nil {
+		return 0, err
+	}
+	if status.Done() {
+		return 0, fmt.Errorf("add tasks to app %d: %w (%s)", appID, ErrAppEnded, status)
+	}
+	ids := make([]int64, len(msgs))
+	for i, m := range msgs {
+		name := m.Module
+		if name == "" {
+			name = def.EntryModule()
+		}
+		id, ok := b.moduleID(appID, name)
+		if !ok {
+			return 0, fmt.Errorf("add tasks: app %d has no module %q", appID, name)
+		}
+		if m.Body == "" {
+			return 0, fmt.Errorf("add tasks: message %d has an empty body", i+1)
+		}
+		ids[i] = id
+	}
+	n := 0
+	err = b.writeReady(ctx, func(tx *sql.Tx) error {
+		n = 0
+		now := ms(b.now())
+		for i, m := range msgs {
+			ok, err := insertTask(tx, appID, ids[i], m, now)
+			if err != nil {
+				return err
+			}
+			if ok {
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("add tasks: %w", err)
+	}
+	return n, nil
+}
+
+// TaskFilter selects tasks to list.
+type TaskFilter struct {
+	Module string
+	State  dataflow.TaskState
+	Limit  int
+	After  int64 // id, for paging
+}
+
+// Tasks lists an app's tasks by id.
+func (b *Broker) Tasks(ctx context.Context, appID int64, f TaskFilter) ([]dataflow.TaskInfo, error) {
+	q := `SELECT t.id, t.app_id, m.name, t.body, t.headers, t.state, t.attempts, t.exit_code, t.created_at, t.updated_at
+		FROM tasks t JOIN modules m ON m.id = t.module_id WHERE t.app_id = ? AND t.id > ?`
+	args := []any{appID, f.After}
+	if f.Module != "" {
+		q += " AND m.name = ?"
+		args = append(args, f.Module)
+	}
+	if f.State != "" {
+		q += " AND t.state = ?"
+		args = append(args, string(f.State))
+	}
+	q += " ORDER BY t.id"
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := b.r.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	defer rows.Close()
+	var out []dataflow.TaskInfo
+	for rows.Next() {
+		t, err := scanTask(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanTask(s scanner) (dataflow.TaskInfo, error) {
+	var t dataflow.TaskInfo
+	var headers string
+	var exit sql.NullInt64
+	var created, updated int64
+	if err := s.Scan(&t.ID, &t.AppID, &t.Module, &t.Body, &headers, &t.State, &t.Attempts, &exit, &created, &updated); err != nil {
+		return t, err
+	}
+	t.Headers, _ = dataflow.ParseHeaders(headers)
+	if exit.Valid {
+		c := int(exit.Int64)
+		t.ExitCode = &c
+	}
+	t.CreatedAt, t.UpdatedAt = fromMS(created), fromMS(updated)
+	return t, nil
+}
+
+// Task returns one task with its exec history.
+func (b *Broker) Task(ctx context.Context, taskID int64) (*dataflow.TaskInfo, error) {
+	row := b.r.QueryRowContext(ctx, `SELECT t.id, t.app_id, m.name, t.body, t.headers, t.state, t.attempts, t.exit_code, t.created_at, t.updated_at
+		FROM tasks t JOIN modules m ON m.id = t.module_id WHERE t.id = ?`, taskID)
+	t, err := scanTask(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("task %d: %w", taskID, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("task %d: %w", taskID, err)
+	}
+	t.Execs, err = b.Execs(ctx, taskID)
+	return &t, err
+}
+
+// Execs returns a task's attempts in order.
+func (b *Broker) Execs(ctx context.Context, taskID int64) ([]dataflow.Exec, error) {
+	rows, err := b.r.QueryContext(ctx, `SELECT id, task_id, attempt, lease_gen, pilot_id, slot, host, exit_code, started_at, ended_at,
+		stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted
+		FROM task_execs WHERE task_id = ? ORDER BY lease_gen`, taskID)
+	if err != nil {
+		return nil, fmt.Errorf("execs of task %d: %w", taskID, err)
+	}
+	defer rows.Close()
+	var out []dataflow.Exec
+	for rows.Next() {
+		var e dataflow.Exec
+		var pilot, started sql.NullInt64
+		var slot, host, so, se, aux, note, ts sql.NullString
+		var ended int64
+		if err := rows.Scan(&e.ID, &e.TaskID, &e.Attempt, &e.Gen, &pilot, &slot, &host, &e.ExitCode, &started, &ended,
+			&so, &se, &aux, &note, &ts, &e.InputBytes, &e.OutputBytes, &e.Emitted); err != nil {
+			return nil, err
+		}
+		e.PilotID = pilot.Int64
+		e.Slot, e.Host, e.StdoutTail, e.StderrTail, e.Auxout, e.Note = slot.String, host.String, so.String, se.String, aux.String, note.String
+		e.StartedAt = nullTime(started)
+		e.EndedAt = fromMS(ended)
+		if ts.Valid && ts.String != "" {
+			_ = json.Unmarshal([]byte(ts.String), &e.Timestamps)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

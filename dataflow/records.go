@@ -1,0 +1,141 @@
+package dataflow
+
+import "time"
+
+// Records exchanged between broker, server and pilot. They are plain data
+// with JSON tags so the api package can send them as they are.
+
+// LeasedTask is a task handed to a pilot slot under a lease.
+type LeasedTask struct {
+	ID      int64   `json:"id"`
+	Module  string  `json:"module"`
+	Body    string  `json:"body"`
+	Headers Headers `json:"headers"`
+	// Gen is the fencing generation: a report must carry it to be accepted.
+	Gen     int64 `json:"gen"`
+	Attempt int   `json:"attempt"` // 1 for the first run
+}
+
+// Timestamp is one line of timestamps.txt.
+type Timestamp struct {
+	Label string    `json:"label"`
+	Time  time.Time `json:"time"`
+}
+
+// StateOp is a semaphore or variable change. Inside a slot without
+// --on-success it is applied at once; with it, it rides in the task's
+// Completion and is applied in the completion transaction.
+type StateOp struct {
+	Kind      string `json:"kind"` // "semaphore" or "variable"
+	Op        string `json:"op"`   // create, increment, decrement, add-value, set, delete
+	Name      string `json:"name"`
+	Value     string `json:"value,omitempty"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// Completion is the outcome of one attempt of a leased task.
+type Completion struct {
+	TaskID      int64       `json:"task_id"`
+	Gen         int64       `json:"gen"`
+	Slot        string      `json:"slot"`
+	Host        string      `json:"host"`
+	ExitCode    int         `json:"exit_code"`
+	StartedAt   time.Time   `json:"started_at"`
+	EndedAt     time.Time   `json:"ended_at"`
+	StdoutTail  string      `json:"stdout_tail,omitempty"`
+	StderrTail  string      `json:"stderr_tail,omitempty"`
+	Auxout      string      `json:"auxout,omitempty"`
+	Note        string      `json:"note,omitempty"` // the system's reason, e.g. a bad sink-tasks line
+	Timestamps  []Timestamp `json:"timestamps,omitempty"`
+	InputBytes  int64       `json:"input_bytes,omitempty"`
+	OutputBytes int64       `json:"output_bytes,omitempty"`
+	Messages    []Message   `json:"messages,omitempty"`
+	Deferred    []StateOp   `json:"deferred,omitempty"`
+}
+
+// Outcome of a reported completion.
+const (
+	ReportAccepted = "accepted"
+	// ReportStale: the lease was lost (expired and rescued, or already
+	// reported); the report changed nothing.
+	ReportStale = "stale"
+)
+
+// CompletionResult answers one Completion.
+type CompletionResult struct {
+	TaskID int64     `json:"task_id"`
+	Status string    `json:"status"`
+	State  TaskState `json:"state,omitempty"`
+	Error  string    `json:"error,omitempty"`
+}
+
+// Exec is the stored record of one attempt.
+type Exec struct {
+	ID          int64       `json:"id"`
+	TaskID      int64       `json:"task_id"`
+	Attempt     int         `json:"attempt"`
+	Gen         int64       `json:"gen"`
+	PilotID     int64       `json:"pilot_id,omitempty"`
+	Slot        string      `json:"slot,omitempty"`
+	Host        string      `json:"host,omitempty"`
+	ExitCode    int         `json:"exit_code"`
+	StartedAt   *time.Time  `json:"started_at,omitempty"`
+	EndedAt     time.Time   `json:"ended_at"`
+	StdoutTail  string      `json:"stdout_tail,omitempty"`
+	StderrTail  string      `json:"stderr_tail,omitempty"`
+	Auxout      string      `json:"auxout,omitempty"`
+	Note        string      `json:"note,omitempty"`
+	Timestamps  []Timestamp `json:"timestamps,omitempty"`
+	InputBytes  int64       `json:"input_bytes"`
+	OutputBytes int64       `json:"output_bytes"`
+	Emitted     int         `json:"emitted"`
+}
+
+// TaskInfo is a task as listed.
+type TaskInfo struct {
+	ID        int64     `json:"id"`
+	AppID     int64     `json:"app_id"`
+	Module    string    `json:"module"`
+	Body      string    `json:"body"`
+	Headers   Headers   `json:"headers"`
+	State     TaskState `json:"state"`
+	Attempts  int       `json:"attempts"`
+	ExitCode  *int      `json:"exit_code,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+	Execs     []Exec    `json:"execs,omitempty"`
+}
+
+// ModuleCounts are a module's task counts by state.
+type ModuleCounts map[TaskState]int
+
+// AppInfo is an app's status.
+type AppInfo struct {
+	ID         int64                   `json:"app_id"`
+	Name       string                  `json:"name"`
+	Status     AppStatus               `json:"status"`
+	Result     string                  `json:"result,omitempty"`
+	Tasks      map[TaskState]int       `json:"tasks"`
+	Modules    map[string]ModuleCounts `json:"modules"`
+	Semaphores map[string]int64        `json:"semaphores"`
+	Variables  map[string]string       `json:"variables"`
+	Pilots     int                     `json:"pilots"`
+	CreatedAt  time.Time               `json:"created_at"`
+	StartedAt  *time.Time              `json:"started_at,omitempty"`
+	FinishedAt *time.Time              `json:"finished_at,omitempty"`
+	// Why says, when nothing is running, what the app waits for.
+	Why []string `json:"why,omitempty"`
+}
+
+// PilotInfo describes a registered pilot.
+type PilotInfo struct {
+	ID       int64     `json:"id"`
+	AppID    int64     `json:"app_id"`
+	Host     string    `json:"host"`
+	CPUs     int       `json:"cpus"`
+	MemBytes int64     `json:"mem_bytes"`
+	Head     bool      `json:"head"`
+	JobID    string    `json:"job_id,omitempty"`
+	State    string    `json:"state"`
+	LastSeen time.Time `json:"last_seen"`
+}
