@@ -251,11 +251,21 @@ func nullStr(s string) any {
 
 // FinishIfQuiescent ends a RUNNING app that has no task left to run:
 // FINISHED if none failed, FAILED otherwise. It reports the new status, or
-// "" when the app goes on.
+// "" when the app goes on. An app that never had a task waits for one (or
+// for set-finished), so `app create` followed by `task add` works.
 func (b *Broker) FinishIfQuiescent(ctx context.Context, appID int64) (dataflow.AppStatus, error) {
 	_, status, err := b.App(appID)
 	if err != nil || status != dataflow.AppRunning {
 		return "", err
+	}
+	// Most calls find work left; answer those from a reader.
+	var active int
+	if err := b.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM tasks WHERE app_id = ? AND state IN ('initial','ready','leased','running','retrying'))
+		OR NOT EXISTS (SELECT 1 FROM tasks WHERE app_id = ?)`, appID, appID).Scan(&active); err != nil {
+		return "", err
+	}
+	if active == 1 {
+		return "", nil
 	}
 	var out dataflow.AppStatus
 	err = b.write(ctx, func(tx *sql.Tx) error {

@@ -48,7 +48,7 @@ func count(t *testing.T, b *Broker, q string, args ...any) int {
 
 func leaseOne(t *testing.T, b *Broker, app, pilot int64, module string) dataflow.LeasedTask {
 	t.Helper()
-	got, err := b.Lease(context.Background(), LeaseRequest{AppID: app, PilotID: pilot, Host: "h", Wants: []Want{{module, 1}}, TTL: time.Minute})
+	got, err := b.Lease(context.Background(), LeaseRequest{AppID: app, PilotID: pilot, Host: "h", Wants: []dataflow.Want{{Module: module, Max: 1}}, TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestRetryRulesAndRescue(t *testing.T) {
 	pilot, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h"})
 	runs := 0
 	for {
-		got, err := b.Lease(ctx, LeaseRequest{AppID: app, PilotID: pilot, Host: "h", Wants: []Want{{"a", 1}}, TTL: time.Minute})
+		got, err := b.Lease(ctx, LeaseRequest{AppID: app, PilotID: pilot, Host: "h", Wants: []dataflow.Want{{Module: "a", Max: 1}}, TTL: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,7 +18,7 @@ const MaxRetryBackoff = 10 * time.Minute
 // Report is one batch from a pilot: tasks it started and attempts it ended.
 type Report struct {
 	PilotID     int64
-	Started     []Started
+	Started     []dataflow.Started
 	Completions []dataflow.Completion
 }
 
@@ -97,8 +97,13 @@ func (b *Broker) completeOne(tx *sql.Tx, now time.Time, pilotID int64, c dataflo
 			msgs = nil
 		}
 	}
+	var appOps []dataflow.StateOp
 	if c.ExitCode == 0 {
 		for _, op := range c.Deferred {
+			if op.Kind == "app" {
+				appOps = append(appOps, op)
+				continue
+			}
 			if _, err := applyStateOp(tx, t.appID, op, ms(now)); err != nil {
 				c.ExitCode = dataflow.ExitNotRetryable
 				c.Note = strings.TrimSpace(c.Note + "\n" + "deferred " + op.Kind + " " + op.Op + " " + op.Name + ": " + err.Error())
@@ -119,6 +124,17 @@ func (b *Broker) completeOne(tx *sql.Tx, now time.Time, pilotID int64, c dataflo
 			if _, err := insertTask(tx, t.appID, m.moduleID, m.Message, ms(now)); err != nil {
 				return res, err
 			}
+		}
+	}
+	// App changes (set-finished from inside a slot) come last, after the
+	// task itself is recorded, so the task that ends the app is not
+	// cancelled by it.
+	for _, op := range appOps {
+		if op.Op != "set-finished" {
+			continue
+		}
+		if err := b.setAppStatus(tx, t.appID, dataflow.AppFinished, op.Value); err != nil && !errors.Is(err, ErrAppEnded) {
+			return res, err
 		}
 	}
 	res.Status, res.State = dataflow.ReportAccepted, state

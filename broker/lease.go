@@ -10,18 +10,12 @@ import (
 	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
-// Want asks for up to Max ready tasks of Module.
-type Want struct {
-	Module string `json:"module"`
-	Max    int    `json:"max"`
-}
-
 // LeaseRequest is one pilot's request for work.
 type LeaseRequest struct {
 	AppID   int64
 	PilotID int64
 	Host    string
-	Wants   []Want
+	Wants   []dataflow.Want
 	TTL     time.Duration
 }
 
@@ -104,16 +98,9 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 	return out, nil
 }
 
-// Started is a pilot's note that it began running a leased task in a slot.
-type Started struct {
-	TaskID int64  `json:"task_id"`
-	Gen    int64  `json:"gen"`
-	Slot   string `json:"slot"`
-}
-
 // Heartbeat extends every lease the pilot holds to now+ttl, marks the given
 // tasks running, and records that the pilot is alive.
-func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, started []Started, ttl time.Duration) error {
+func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, started []dataflow.Started, ttl time.Duration) error {
 	err := b.write(ctx, func(tx *sql.Tx) error {
 		now := b.now()
 		if err := markRunning(tx, pilotID, started, ms(now)); err != nil {
@@ -132,7 +119,7 @@ func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, started []Started
 	return nil
 }
 
-func markRunning(tx *sql.Tx, pilotID int64, started []Started, now int64) error {
+func markRunning(tx *sql.Tx, pilotID int64, started []dataflow.Started, now int64) error {
 	for _, s := range started {
 		if _, err := tx.Exec(`UPDATE tasks SET state = 'running', lease_slot = ?, updated_at = ?
 			WHERE id = ? AND lease_gen = ? AND lease_pilot = ? AND state = 'leased'`, s.Slot, now, s.TaskID, s.Gen, pilotID); err != nil {

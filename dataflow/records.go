@@ -139,3 +139,37 @@ type PilotInfo struct {
 	State    string    `json:"state"`
 	LastSeen time.Time `json:"last_seen"`
 }
+
+// Want asks for up to Max ready tasks of Module.
+type Want struct {
+	Module string `json:"module"`
+	Max    int    `json:"max"`
+}
+
+// Started is a pilot's note that it began running a leased task in a slot.
+type Started struct {
+	TaskID int64  `json:"task_id"`
+	Gen    int64  `json:"gen"`
+	Slot   string `json:"slot"`
+}
+
+// PilotRequest asks a batch system for pilots of one app.
+type PilotRequest struct {
+	AppID     int64  `json:"app_id"`
+	Server    string `json:"server"`     // address pilots connect to
+	TokenFile string `json:"token_file"` // 0600 file with the bearer token, if TCP
+	Head      bool   `json:"head,omitempty"`
+	// Name labels the job (Slurm job name, local log file).
+	Name string `json:"name"`
+}
+
+// JobState is what a batch system says of a pilot job.
+type JobState string
+
+const (
+	JobPending JobState = "pending"
+	JobRunning JobState = "running"
+	JobDone    JobState = "done"
+	JobFailed  JobState = "failed"
+	JobUnknown JobState = "unknown"
+)

@@ -1,0 +1,119 @@
+// Command scalebox is the one binary of Scalebox for Slurm: the CLI, the
+// head daemon (server) and the node agent (pilot). This is the only place
+// where concrete adapters are wired together.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/scalebox-hpc/scalebox/api"
+)
+
+// version is set by the linker (make build).
+var version = "dev"
+
+// Exit codes. They are documented in README.md; scripts rely on them.
+const (
+	exitOK       = 0
+	exitFailed   = 1 // the app FAILED or was CANCELLED, or an operation failed
+	exitUsage    = 2 // bad flags or input, invalid app definition, or not found
+	exitNoServer = 3 // the server cannot be reached or the state dir is locked
+)
+
+// exitError carries an exit code up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func withCode(code int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: code, err: err}
+}
+
+func usageErr(format string, args ...any) error {
+	return withCode(exitUsage, fmt.Errorf(format, args...))
+}
+
+func main() {
+	app := newApp()
+	err := app.Run(os.Args)
+	os.Exit(report(err))
+}
+
+// report prints err to stderr and maps it to an exit code.
+func report(err error) int {
+	if err == nil {
+		return exitOK
+	}
+	var ee *exitError
+	code := exitFailed
+	if errors.As(err, &ee) {
+		code = ee.code
+	} else if api.IsNotFound(err) || api.IsClientError(err) {
+		code = exitUsage
+	}
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintln(os.Stderr, "scalebox: "+strings.TrimPrefix(msg, "scalebox: "))
+	}
+	return code
+}
+
+func newApp() *cli.App {
+	return &cli.App{
+		Name:                 "scalebox",
+		Usage:                "run container-packed algorithms as streaming dataflow pipelines on HPC clusters",
+		Version:              version,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "state-dir", Value: ".scalebox", EnvVars: []string{"SCALEBOX_STATE_DIR"}, Usage: "directory of the head's state (database, socket, token)"},
+			&cli.StringFlag{Name: "server", EnvVars: []string{"SCALEBOX_SERVER"}, Usage: "server address: unix:///path/scalebox.sock or http://host:port (default: the server of --state-dir)"},
+			&cli.StringFlag{Name: "token-file", EnvVars: []string{"SCALEBOX_TOKEN_FILE"}, Usage: "file holding the bearer token for a TCP server"},
+			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"SCALEBOX_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
+		},
+		Before: func(c *cli.Context) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(c.String("log-level"))); err != nil {
+				return usageErr("--log-level %q: %v", c.String("log-level"), err)
+			}
+			slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})))
+			return nil
+		},
+		ExitErrHandler: func(*cli.Context, error) {}, // main reports
+		Commands: []*cli.Command{
+			runCommand(),
+			serverCommand(),
+			pilotCommand(),
+			appCommand(),
+			taskCommand(),
+			semaphoreCommand(),
+			variableCommand(),
+			validateCommand(),
+			versionCommand(),
+			completionCommand(),
+		},
+	}
+}
+
+func versionCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "version",
+		Usage: "print the version",
+		Action: func(c *cli.Context) error {
+			fmt.Fprintf(c.App.Writer, "scalebox %s (API %s)\n", version, api.Version)
+			return nil
+		},
+	}
+}

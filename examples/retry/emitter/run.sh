@@ -1,0 +1,3 @@
+#!/bin/sh
+scalebox task add "should-not-arrive"
+exit 7

@@ -1,0 +1,214 @@
+// Package pilot is the node agent: it registers with the head, receives
+// its slot plan, runs each slot's scripts, leases tasks in batches over a
+// long poll, reports completions in batches and keeps its leases alive
+// with heartbeats.
+package pilot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/dataflow"
+)
+
+// Config configures one pilot.
+type Config struct {
+	Client *api.Client
+	AppID  int64
+	Host   string
+	Head   bool
+	JobID  string
+	// WorkRoot holds one private work dir per slot.
+	WorkRoot string
+	// Server and TokenFile are handed to scripts so `scalebox` inside a
+	// slot reaches the head.
+	Server    string
+	TokenFile string
+	// Binary is the scalebox executable, put first on the scripts' PATH.
+	Binary string
+	Log    *slog.Logger
+}
+
+// Pilot is one running node agent.
+type Pilot struct {
+	cfg     Config
+	reg     *api.Registered
+	log     *slog.Logger
+	rep     *reporter
+	stop    context.CancelFunc
+	stopMu  sync.Mutex
+	ended   dataflow.AppStatus
+	feeders []*feeder
+}
+
+// Run registers and serves the app until it ends or ctx is cancelled.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Host == "" {
+		cfg.Host, _ = os.Hostname()
+	}
+	reg, err := register(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	log := cfg.Log.With("pilot", reg.PilotID)
+	if cfg.WorkRoot == "" {
+		cfg.WorkRoot = filepath.Join(os.TempDir(), fmt.Sprintf("scalebox-%d-pilot-%d", reg.AppID, reg.PilotID))
+	}
+	if err := os.MkdirAll(cfg.WorkRoot, 0o700); err != nil {
+		return fmt.Errorf("pilot work root: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	p := &Pilot{cfg: cfg, reg: reg, log: log, stop: cancel}
+	p.rep = newReporter(cfg.Client, reg.PilotID, log, p.appStatus)
+	log.Info("pilot registered", "host", cfg.Host, "modules", len(reg.Plan), "work_root", cfg.WorkRoot)
+
+	var wg sync.WaitGroup
+	repCtx, repCancel := context.WithCancel(context.Background())
+	repDone := make(chan struct{})
+	go func() { p.rep.run(repCtx); close(repDone) }()
+
+	for _, pm := range reg.Plan {
+		f := newFeeder(p, pm)
+		p.feeders = append(p.feeders, f)
+		wg.Add(1)
+		go func() { defer wg.Done(); f.run(ctx) }()
+		for i := 0; i < pm.Slots; i++ {
+			s := newSlot(p, pm, f, i)
+			wg.Add(1)
+			go func() { defer wg.Done(); s.run(ctx) }()
+		}
+	}
+	hbDone := make(chan struct{})
+	go func() { p.heartbeats(ctx); close(hbDone) }()
+	wg.Wait()
+	cancel()
+	<-hbDone
+	// Deliver every completion before leaving; the reporter retries while
+	// the head is unreachable, for as long as the leases could still count.
+	repCancel()
+	<-repDone
+	flushCtx, flushCancel := context.WithTimeout(context.Background(), reg.LeaseTTL+10*time.Second)
+	p.rep.flushAll(flushCtx)
+	flushCancel()
+	var release []dataflow.LeasedTask
+	for _, f := range p.feeders {
+		release = append(release, f.drain()...)
+	}
+	leaveCtx, leaveCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer leaveCancel()
+	if err := cfg.Client.Leave(leaveCtx, reg.PilotID, api.Leave{Release: release}); err != nil && !api.IsConflict(err) {
+		log.Warn("leave", "err", err)
+	}
+	log.Info("pilot done", "app_status", p.appStatusValue())
+	return nil
+}
+
+func register(ctx context.Context, cfg Config) (*api.Registered, error) {
+	req := api.Register{AppID: cfg.AppID, Host: cfg.Host, CPUs: runtime.NumCPU(), MemBytes: memBytes(), Head: cfg.Head, JobID: cfg.JobID}
+	delay := 200 * time.Millisecond
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		reg, err := cfg.Client.Register(ctx, req)
+		if err == nil {
+			return reg, nil
+		}
+		if api.IsClientError(err) || time.Now().After(deadline) {
+			return nil, fmt.Errorf("register pilot: %w", err)
+		}
+		cfg.Log.Warn("register: head not reachable yet", "err", err)
+		if err := sleepCtx(ctx, delay); err != nil {
+			return nil, err
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+func memBytes() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kb int64
+	fmt.Sscanf(string(data), "MemTotal: %d kB", &kb)
+	return kb * 1024
+}
+
+// appEnded records that the head says the app is over and stops the pilot.
+func (p *Pilot) appEnded(st dataflow.AppStatus) {
+	if !st.Done() {
+		return
+	}
+	p.stopMu.Lock()
+	first := p.ended == ""
+	p.ended = st
+	p.stopMu.Unlock()
+	if first {
+		p.log.Info("app ended; stopping slots", "status", st)
+		p.stop()
+	}
+}
+
+func (p *Pilot) appStatus(st dataflow.AppStatus) { p.appEnded(st) }
+
+func (p *Pilot) appStatusValue() dataflow.AppStatus {
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	return p.ended
+}
+
+func (p *Pilot) heartbeats(ctx context.Context) {
+	every := p.reg.Heartbeat
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		beat, err := p.cfg.Client.Heartbeat(ctx, p.reg.PilotID, api.Heartbeat{})
+		if err != nil {
+			if ctx.Err() == nil {
+				p.log.Warn("heartbeat failed; head unreachable, tasks go on", "err", err)
+				if api.IsConflict(err) || api.IsNotFound(err) {
+					p.appEnded(dataflow.AppCancelled)
+				}
+			}
+			continue
+		}
+		p.appEnded(beat.AppStatus)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+var errStopped = errors.New("pilot stopping")

@@ -1,0 +1,325 @@
+// Package server is the head daemon: the HTTP API over the broker, bearer
+// token auth on TCP, long-poll leasing for pilots, the lease rescuer and
+// the finisher that ends quiescent apps.
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/scalebox-hpc/scalebox/broker"
+)
+
+// Options configure a Server.
+type Options struct {
+	StateDir string
+	// Listen is the TCP address ("" for none, "127.0.0.1:0" for any port).
+	Listen string
+	// LeaseTTL is how long a lease lives without a heartbeat.
+	LeaseTTL time.Duration
+	// Heartbeat is how often pilots are asked to beat.
+	Heartbeat time.Duration
+	// Synchronous is the broker's SQLite synchronous mode.
+	Synchronous string
+	// Version is reported by GET /v1/version.
+	Version string
+	Log     *slog.Logger
+}
+
+// Info is written to STATE_DIR/server.json so clients can find the server.
+type Info struct {
+	PID    int    `json:"pid"`
+	Socket string `json:"socket"`
+	TCP    string `json:"tcp,omitempty"`
+}
+
+// Server is a running head daemon.
+type Server struct {
+	opts   Options
+	broker *broker.Broker
+	log    *slog.Logger
+	token  string
+	lock   *os.File
+
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced when an app's status changes
+	kick     chan struct{}
+	handler  http.Handler
+	sock     net.Listener
+	tcp      net.Listener
+	servers  []*http.Server
+	bgCancel context.CancelFunc
+	bgDone   sync.WaitGroup
+}
+
+// Paths inside a state dir.
+func SocketPath(stateDir string) string { return filepath.Join(stateDir, "scalebox.sock") }
+func TokenPath(stateDir string) string  { return filepath.Join(stateDir, "token") }
+func InfoPath(stateDir string) string   { return filepath.Join(stateDir, "server.json") }
+func lockPath(stateDir string) string   { return filepath.Join(stateDir, "lock") }
+
+// ErrLocked means another process owns the state dir.
+var ErrLocked = errors.New("state dir is in use by another scalebox server")
+
+// Open prepares a server on a state dir: a private directory on a local
+// filesystem, an exclusive lock, the token file, and the broker. It does
+// not listen yet; Serve does.
+func Open(ctx context.Context, opts Options) (*Server, error) {
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = 30 * time.Second
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = opts.LeaseTTL / 6
+	}
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	dir, err := filepath.Abs(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	opts.StateDir = dir
+	if err := broker.EnsureDir(dir); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := broker.CheckLocalFS(dir); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(lockPath(dir), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock state dir: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%w (%s)", ErrLocked, dir)
+	}
+	token, err := ensureToken(TokenPath(dir))
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	b, err := broker.Open(ctx, broker.DBPath(dir), broker.Options{Synchronous: opts.Synchronous})
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s := &Server{opts: opts, broker: b, log: opts.Log, token: token, lock: lock,
+		changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+	s.handler = s.routes()
+	return s, nil
+}
+
+// ensureToken reads the bearer token, creating a random one (0600) first.
+func ensureToken(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		if err := os.Chmod(path, 0o600); err != nil {
+			return "", err
+		}
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(raw)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return "", fmt.Errorf("write token: %w", err)
+	}
+	return t, nil
+}
+
+// Broker exposes the store (for in-process use by the CLI).
+func (s *Server) Broker() *broker.Broker { return s.broker }
+
+// Handler is the API without the TCP token check (unix socket, in-process).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Start begins the background loops (rescuer, finisher) without listening.
+func (s *Server) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.bgCancel = cancel
+	s.bgDone.Add(1)
+	go func() {
+		defer s.bgDone.Done()
+		s.background(ctx)
+	}()
+}
+
+// Listen opens the unix socket and, if configured, the TCP listener, and
+// serves them until Close. It writes server.json.
+func (s *Server) Listen() error {
+	sockPath := SocketPath(s.opts.StateDir)
+	if len(sockPath) > 100 {
+		return fmt.Errorf("unix socket path %s is too long (%d bytes, the limit is about 100): use a shorter --state-dir", sockPath, len(sockPath))
+	}
+	os.Remove(sockPath)
+	old := unix.Umask(0o077)
+	sock, err := net.Listen("unix", sockPath)
+	unix.Umask(old)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", sockPath, err)
+	}
+	if err := os.Chmod(sockPath, 0o600); err != nil {
+		sock.Close()
+		return err
+	}
+	s.sock = sock
+	info := Info{PID: os.Getpid(), Socket: sockPath}
+	s.serve(sock, s.handler)
+	if s.opts.Listen != "" {
+		tcp, err := net.Listen("tcp", s.opts.Listen)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", s.opts.Listen, err)
+		}
+		s.tcp = tcp
+		info.TCP = tcp.Addr().String()
+		s.serve(tcp, s.requireToken(s.handler))
+	}
+	b, _ := json.Marshal(info)
+	tmp := InfoPath(s.opts.StateDir) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, InfoPath(s.opts.StateDir))
+}
+
+// TCPAddr is the TCP listener's address, if any.
+func (s *Server) TCPAddr() string {
+	if s.tcp == nil {
+		return ""
+	}
+	return s.tcp.Addr().String()
+}
+
+func (s *Server) serve(l net.Listener, h http.Handler) {
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	s.servers = append(s.servers, hs)
+	go func() {
+		if err := hs.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("serve", "addr", l.Addr().String(), "err", err)
+		}
+	}()
+}
+
+// Close stops listening, ends background loops and closes the store.
+func (s *Server) Close() error {
+	for _, hs := range s.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		hs.Shutdown(ctx)
+		cancel()
+	}
+	if s.bgCancel != nil {
+		s.bgCancel()
+		s.bgDone.Wait()
+	}
+	if s.sock != nil {
+		os.Remove(InfoPath(s.opts.StateDir))
+	}
+	err := s.broker.Close()
+	s.lock.Close()
+	return err
+}
+
+func (s *Server) requireToken(next http.Handler) http.Handler {
+	want := []byte("Bearer " + s.token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="scalebox"`)
+			writeError(w, http.StatusUnauthorized, errors.New("missing or wrong bearer token (see STATE_DIR/token)"))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// statusChanged wakes everyone waiting for an app to end.
+func (s *Server) statusChanged() {
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *Server) changes() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+// kickFinisher asks the finisher to look at quiescence soon.
+func (s *Server) kickFinisher() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Server) background(ctx context.Context) {
+	rescue := time.NewTicker(500 * time.Millisecond)
+	defer rescue.Stop()
+	finish := time.NewTicker(time.Second)
+	defer finish.Stop()
+	lost := time.NewTicker(s.opts.Heartbeat)
+	defer lost.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-rescue.C:
+			rr, err := s.broker.Rescue(ctx)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error("rescue", "err", err)
+			}
+			if rr.Expired > 0 {
+				s.log.Warn("leases expired; tasks returned through retry rules", "tasks", rr.Expired)
+				s.kickFinisher()
+			}
+		case <-lost.C:
+			if n, err := s.broker.MarkLostPilots(ctx, 3*s.opts.Heartbeat+s.opts.LeaseTTL/2); err == nil && n > 0 {
+				s.log.Warn("pilots stopped reporting", "pilots", n)
+			}
+		case <-finish.C:
+			s.finishQuiescent(ctx)
+		case <-s.kick:
+			s.finishQuiescent(ctx)
+		}
+	}
+}
+
+func (s *Server) finishQuiescent(ctx context.Context) {
+	for _, id := range s.broker.AppIDs() {
+		st, err := s.broker.FinishIfQuiescent(ctx, id)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Error("finish check", "app", id, "err", err)
+			}
+			continue
+		}
+		if st != "" {
+			s.log.Info("app ended", "app", id, "status", st)
+			s.statusChanged()
+		}
+	}
+}
