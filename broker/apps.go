@@ -100,7 +100,7 @@ func (b *Broker) CreateApp(ctx context.Context, app *dataflow.App, extra []dataf
 		return 0, fmt.Errorf("create app: %w", err)
 	}
 	var appID int64
-	err = b.writeReady(ctx, func(tx *sql.Tx) error {
+	err = b.write(ctx, func(tx *sql.Tx) error {
 		now := ms(b.now())
 		status := app.Parameters.InitialStatus
 		var started any
@@ -137,7 +137,7 @@ func (b *Broker) CreateApp(ctx context.Context, app *dataflow.App, extra []dataf
 			if !ok {
 				return fmt.Errorf("start task %q: module %q does not exist", msg.Body, msg.Module)
 			}
-			if _, err := insertTask(tx, appID, id, msg, now); err != nil {
+			if _, err := b.insertTask(tx, appID, id, msg, now); err != nil {
 				return err
 			}
 		}

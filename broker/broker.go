@@ -55,7 +55,13 @@ type Broker struct {
 	modules map[int64]*moduleInfo // by module id
 	byName  map[appModule]int64
 	apps    map[int64]*appInfo
-	ready   chan struct{} // closed and replaced when tasks may have become ready
+	// ready holds one channel per module, closed and replaced when tasks of
+	// that module may have become ready, so a long-polling lease wakes only
+	// for its own module.
+	ready map[int64]chan struct{}
+	// touched collects, inside the writer, the modules given ready tasks by
+	// the group being committed.
+	touched map[int64]bool
 	rndMu   sync.Mutex
 }
 
@@ -90,6 +96,9 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	q.Set("_busy_timeout", "10000")
 	q.Set("_foreign_keys", "on")
 	q.Set("_txlock", "immediate")
+	// Statements on tasks compile their CHECKs and the transition trigger
+	// when prepared; reusing prepared statements keeps that off the hot path.
+	q.Set("_stmt_cache_size", "64")
 	w, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open broker: %w", err)
@@ -104,6 +113,7 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	rq := url.Values{}
 	rq.Set("_busy_timeout", "10000")
 	rq.Set("_query_only", "1")
+	rq.Set("_stmt_cache_size", "32")
 	r, err := sql.Open("sqlite3", "file:"+path+"?"+rq.Encode())
 	if err != nil {
 		w.Close()
@@ -117,7 +127,8 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		modules: map[int64]*moduleInfo{},
 		byName:  map[appModule]int64{},
 		apps:    map[int64]*appInfo{},
-		ready:   make(chan struct{}),
+		ready:   map[int64]chan struct{}{},
+		touched: map[int64]bool{},
 	}
 	if err := b.loadCache(ctx); err != nil {
 		b.Close()
@@ -275,13 +286,13 @@ func (b *Broker) commit(batch []*op) {
 		if o.err == nil {
 			signal = signal || o.signal
 		}
-		close(o.done)
 	}
 	if err != nil {
 		b.reloadCache()
 	}
-	if signal {
-		b.signalReady()
+	b.signalReady(signal && err == nil)
+	for _, o := range batch {
+		close(o.done)
 	}
 }
 
@@ -305,18 +316,35 @@ func runSavepoint(tx *sql.Tx, fn func(tx *sql.Tx) error) (err error) {
 	return fn(tx)
 }
 
-// Ready returns a channel closed the next time tasks may have become ready.
-func (b *Broker) Ready() <-chan struct{} {
+// Ready returns a channel closed the next time tasks of the module may
+// have become ready.
+func (b *Broker) Ready(appID int64, module string) <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.ready
+	id := b.byName[appModule{appID, module}]
+	ch := b.ready[id]
+	if ch == nil {
+		ch = make(chan struct{})
+		b.ready[id] = ch
+	}
+	return ch
 }
 
-func (b *Broker) signalReady() {
+// markReady notes, inside the writer, that a module got a ready task.
+func (b *Broker) markReady(moduleID int64) { b.touched[moduleID] = true }
+
+// signalReady wakes the modules touched by the committed group, or every
+// module when all is set (rescues, releases: tasks of any module).
+func (b *Broker) signalReady(all bool) {
 	b.mu.Lock()
-	close(b.ready)
-	b.ready = make(chan struct{})
+	for id, ch := range b.ready {
+		if all || b.touched[id] {
+			close(ch)
+			delete(b.ready, id)
+		}
+	}
 	b.mu.Unlock()
+	clear(b.touched)
 }
 
 func (b *Broker) now() time.Time { return b.opts.Now() }

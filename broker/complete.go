@@ -30,9 +30,21 @@ type Report struct {
 // generation changes nothing and is answered ReportStale.
 func (b *Broker) Complete(ctx context.Context, r Report) ([]dataflow.CompletionResult, error) {
 	results := make([]dataflow.CompletionResult, len(r.Completions))
-	err := b.writeReady(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *sql.Tx) error {
 		now := b.now()
-		if err := markRunning(tx, r.PilotID, r.Started, ms(now)); err != nil {
+		// A task that started and ended within one report goes straight
+		// from leased to its end state; only the others are marked running.
+		ended := make(map[int64]bool, len(r.Completions))
+		for _, c := range r.Completions {
+			ended[c.TaskID] = true
+		}
+		running := make([]dataflow.Started, 0, len(r.Started))
+		for _, st := range r.Started {
+			if !ended[st.TaskID] {
+				running = append(running, st)
+			}
+		}
+		if err := markRunning(tx, r.PilotID, running, ms(now)); err != nil {
 			return err
 		}
 		for i, c := range r.Completions {
@@ -121,7 +133,7 @@ func (b *Broker) completeOne(tx *sql.Tx, now time.Time, pilotID int64, c dataflo
 	}
 	if c.ExitCode == 0 {
 		for _, m := range msgs {
-			if _, err := insertTask(tx, t.appID, m.moduleID, m.Message, ms(now)); err != nil {
+			if _, err := b.insertTask(tx, t.appID, m.moduleID, m.Message, ms(now)); err != nil {
 				return res, err
 			}
 		}
@@ -228,6 +240,7 @@ func (b *Broker) settle(tx *sql.Tx, now time.Time, t taskRow, mod *moduleInfo, c
 		if _, err := tx.Exec(`UPDATE tasks SET state = 'ready' WHERE id = ?`, t.id); err != nil {
 			return "", err
 		}
+		b.markReady(t.moduleID)
 		return dataflow.TaskReady, nil
 	}
 	return dataflow.TaskRetrying, nil

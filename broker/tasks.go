@@ -15,6 +15,14 @@ import (
 // module is ignored, unless conflict_action=OVERWRITE (headers replaced,
 // an ended task runs again) or repeatable=yes (a new task with the same
 // body). It reports whether a task became ready.
+func (b *Broker) insertTask(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
+	ok, err := insertTask(tx, appID, moduleID, msg, now)
+	if ok {
+		b.markReady(moduleID)
+	}
+	return ok, err
+}
+
 func insertTask(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
 	if msg.Body == "" {
 		return false, fmt.Errorf("module %q: empty task body", msg.Module)
@@ -80,11 +88,11 @@ func (b *Broker) AddTasks(ctx context.Context, appID int64, msgs []dataflow.Mess
 		ids[i] = id
 	}
 	n := 0
-	err = b.writeReady(ctx, func(tx *sql.Tx) error {
+	err = b.write(ctx, func(tx *sql.Tx) error {
 		n = 0
 		now := ms(b.now())
 		for i, m := range msgs {
-			ok, err := insertTask(tx, appID, ids[i], m, now)
+			ok, err := b.insertTask(tx, appID, ids[i], m, now)
 			if err != nil {
 				return err
 			}
@@ -204,4 +212,16 @@ func (b *Broker) Execs(ctx context.Context, taskID int64) ([]dataflow.Exec, erro
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// HasReady reports, from a reader, whether a module has a ready task. It
+// lets a long poll skip a write when there is nothing to lease.
+func (b *Broker) HasReady(ctx context.Context, appID int64, module string) (bool, error) {
+	id, ok := b.moduleID(appID, module)
+	if !ok {
+		return false, fmt.Errorf("app %d has no module %q", appID, module)
+	}
+	var n int
+	err := b.r.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM tasks WHERE module_id = ? AND state = 'ready')", id).Scan(&n)
+	return n == 1, err
 }

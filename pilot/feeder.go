@@ -9,42 +9,77 @@ import (
 	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
-// feeder keeps a small buffer of leased tasks for one module's slots on
-// this pilot, so a slot that finishes a task finds the next one waiting
-// instead of paying a round trip to the head.
+// feeder keeps a buffer of leased tasks for one module's slots on this
+// pilot, so a slot that finishes a task finds the next one waiting instead
+// of paying a round trip to the head. The buffer holds about holdFor of
+// work per slot (from the observed task durations), at least one task per
+// slot and at most maxPerSlot: short tasks are fetched in large batches,
+// long ones one at a time so they are not held away from other pilots.
 type feeder struct {
 	p        *Pilot
 	module   string
-	capacity int // leased, not yet started
+	slots    int
+	batch    int
+	prefetch bool
 	mu       sync.Mutex
 	cond     *sync.Cond
 	buf      []dataflow.LeasedTask
-	waiting  int // slots blocked in take
+	avg      time.Duration // moving average of task run time
 	closed   bool
 	wake     chan struct{}
 }
 
+const (
+	holdFor    = 500 * time.Millisecond
+	maxPerSlot = 64
+)
+
 func newFeeder(p *Pilot, pm api.PlannedModule) *feeder {
-	batch := max(pm.Module.TaskBatchSize, 1)
-	capacity := pm.Slots * batch
-	// With a check.sh, tasks wait for admission: lease only for slots that
-	// asked, so they are not held away from other pilots.
-	if !hasCheckScript(pm.Module) {
-		capacity *= 2
-	}
-	f := &feeder{p: p, module: pm.Module.Name, capacity: capacity, wake: make(chan struct{}, 1)}
+	f := &feeder{p: p, module: pm.Module.Name, slots: pm.Slots, batch: max(pm.Module.TaskBatchSize, 1),
+		// With a check.sh, tasks wait for admission: lease only for slots
+		// that asked, so they are not held away from other pilots.
+		prefetch: !hasCheckScript(pm.Module), wake: make(chan struct{}, 1)}
 	f.cond = sync.NewCond(&f.mu)
 	return f
 }
 
-// want is how many tasks to ask for now.
+// capacity is the buffer size to aim for; mu held.
+func (f *feeder) capacity() int {
+	per := 1
+	if f.prefetch {
+		per = 2
+		if f.avg > 0 {
+			per = int(holdFor / f.avg)
+		}
+		per = min(max(per, 1), maxPerSlot)
+	}
+	return f.slots * f.batch * per
+}
+
+// observe feeds a task's run time into the average.
+func (f *feeder) observe(d time.Duration) {
+	f.mu.Lock()
+	if f.avg == 0 {
+		f.avg = d
+	} else {
+		f.avg = (f.avg*7 + d) / 8
+	}
+	f.mu.Unlock()
+}
+
+// want is how many tasks to ask for now: none while the buffer is above
+// half its capacity, so leases go out in batches.
 func (f *feeder) want() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.closed {
 		return 0
 	}
-	return f.capacity - len(f.buf)
+	c := f.capacity()
+	if len(f.buf) > c/2 {
+		return 0
+	}
+	return c - len(f.buf)
 }
 
 func (f *feeder) run(ctx context.Context) {
@@ -100,10 +135,8 @@ func (f *feeder) take(n int) []dataflow.LeasedTask {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for len(f.buf) == 0 && !f.closed {
-		f.waiting++
 		f.poke()
 		f.cond.Wait()
-		f.waiting--
 	}
 	if len(f.buf) == 0 {
 		return nil

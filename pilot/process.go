@@ -3,10 +3,10 @@ package pilot
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"time"
 
@@ -16,35 +16,19 @@ import (
 // TailBytes is how much of a task's stdout and stderr is kept.
 const TailBytes = 16 << 10
 
-// tail keeps the last max bytes written to it.
-type tail struct {
-	mu    sync.Mutex
-	max   int
-	buf   []byte
-	total int64
-}
-
-func newTail(max int) *tail { return &tail{max: max} }
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.total += int64(len(p))
-	if len(p) >= t.max {
-		t.buf = append(t.buf[:0], p[len(p)-t.max:]...)
-		return len(p), nil
+// readTail returns the last max bytes of f.
+func readTail(f *os.File, max int64) string {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return ""
 	}
-	if over := len(t.buf) + len(p) - t.max; over > 0 {
-		t.buf = append(t.buf[:0], t.buf[over:]...)
+	off := st.Size() - max
+	if off < 0 {
+		off = 0
 	}
-	t.buf = append(t.buf, p...)
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
+	buf := make([]byte, st.Size()-off)
+	n, _ := f.ReadAt(buf, off)
+	return string(buf[:n])
 }
 
 // Command is one script invocation.
@@ -53,6 +37,10 @@ type Command struct {
 	Env     []string
 	Dir     string
 	Timeout time.Duration // 0 = none
+	// Stdout and Stderr receive the output (truncated first); their tails
+	// go into the Result. Files, not pipes: no copying goroutines, and the
+	// whole output of the last task stays in the slot dir for debugging.
+	Stdout, Stderr string
 }
 
 // Result of a Command.
@@ -79,8 +67,22 @@ func runProcess(ctx context.Context, c Command) Result {
 	cmd := exec.CommandContext(ctx, c.Argv[0], c.Argv[1:]...)
 	cmd.Env = c.Env
 	cmd.Dir = c.Dir
-	stdout, stderr := newTail(TailBytes), newTail(TailBytes)
-	cmd.Stdout, cmd.Stderr = stdout, stderr
+	for _, out := range []struct {
+		path string
+		dst  *io.Writer
+	}{{c.Stdout, &cmd.Stdout}, {c.Stderr, &cmd.Stderr}} {
+		if out.path == "" {
+			continue
+		}
+		f, err := os.OpenFile(out.path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+		if err != nil {
+			res.Started, res.Ended = time.Now(), time.Now()
+			res.ExitCode, res.SystemErr = dataflow.ExitRuntime, err.Error()
+			return res
+		}
+		defer f.Close()
+		*out.dst = f
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// A grandchild holding stdout open must not hold the slot forever.
@@ -95,7 +97,12 @@ func runProcess(ctx context.Context, c Command) Result {
 	err = cmd.Wait()
 	res.Ended = time.Now()
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	res.Stdout, res.Stderr = stdout.String(), stderr.String()
+	if f, ok := cmd.Stdout.(*os.File); ok {
+		res.Stdout = readTail(f, TailBytes)
+	}
+	if f, ok := cmd.Stderr.(*os.File); ok {
+		res.Stderr = readTail(f, TailBytes)
+	}
 	if ctx.Err() == context.DeadlineExceeded && c.Timeout > 0 {
 		res.ExitCode, res.TimedOut = dataflow.ExitTimeout, true
 		res.SystemErr = "killed after task_max_seconds=" + c.Timeout.String()

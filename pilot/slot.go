@@ -54,7 +54,8 @@ type slot struct {
 	id    string
 	work  string
 	env   []string
-	run_  string
+	logs  string // dir of the last task's stdout and stderr files
+	runSh string
 	check string
 	done  int
 }
@@ -71,6 +72,7 @@ func (s *slot) mod() *dataflow.Module { return s.pm.Module }
 func (s *slot) prepare() error {
 	base := filepath.Join(s.p.cfg.WorkRoot, fmt.Sprintf("%s.%d", s.mod().Name, s.index))
 	s.work = filepath.Join(base, "work")
+	s.logs = base
 	tmp := filepath.Join(base, "tmp")
 	shm := tmp
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
@@ -107,7 +109,7 @@ func (s *slot) prepare() error {
 	}
 	env = append(env, "SCALEBOX_SERVER="+s.p.cfg.Server, "SCALEBOX_TOKEN_FILE="+s.p.cfg.TokenFile)
 	s.env = env
-	s.run_ = scriptPath(m, RunScript)
+	s.runSh = scriptPath(m, RunScript)
 	s.check = scriptPath(m, CheckScript)
 	return nil
 }
@@ -117,7 +119,9 @@ func (s *slot) command(argv []string, extra ...string) Command {
 	if len(extra) > 0 {
 		env = append(append(make([]string, 0, len(s.env)+len(extra)), s.env...), extra...)
 	}
-	return Command{Argv: argv, Env: env, Dir: s.work}
+	name := filepath.Base(argv[0])
+	return Command{Argv: argv, Env: env, Dir: s.work,
+		Stdout: filepath.Join(s.logs, name+".stdout"), Stderr: filepath.Join(s.logs, name+".stderr")}
 }
 
 // lifecycleScript runs setup.sh or teardown.sh if the module has one.
@@ -144,6 +148,12 @@ func lastLine(s string) string {
 func (s *slot) run(ctx context.Context) {
 	log := s.p.log.With("slot", s.id)
 	if err := s.prepare(); err != nil {
+		log.Error("slot not started", "err", err)
+		return
+	}
+	// readOutputs removes the files each task leaves; this clears what a
+	// previous pilot on the same work root may have left.
+	if err := clearInterfaceFiles(s.work); err != nil {
 		log.Error("slot not started", "err", err)
 		return
 	}
@@ -226,10 +236,6 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 			last = true
 		}
 	}
-	if err := clearInterfaceFiles(s.work); err != nil {
-		s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: time.Now(), Ended: time.Now(), SystemErr: err.Error()}, Outputs{})
-		return last
-	}
 	m := s.mod()
 	var argv []string
 	extra := []string{"TASK_ID=" + strconv.FormatInt(tasks[0].ID, 10), "PLAT_TASK_ID=" + strconv.FormatInt(tasks[0].ID, 10),
@@ -244,18 +250,19 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 			s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: time.Now(), Ended: time.Now(), SystemErr: err.Error()}, Outputs{})
 			return last
 		}
-		argv = []string{s.run_, file, "{}"}
+		argv = []string{s.runSh, file, "{}"}
 	} else {
-		argv = []string{s.run_, tasks[0].Body, tasks[0].Headers.JSON()}
+		argv = []string{s.runSh, tasks[0].Body, tasks[0].Headers.JSON()}
 	}
 	var res Result
-	if s.run_ == "" {
+	if s.runSh == "" {
 		res = Result{ExitCode: dataflow.ExitNotFound, Started: time.Now(), Ended: time.Now(),
 			SystemErr: fmt.Sprintf("no %s in code_path %q or %s (or $%s)", RunScript, m.CodePath, ShareBin, scriptOverride[RunScript])}
 	} else {
 		cmd := s.command(argv, extra...)
 		cmd.Timeout = time.Duration(m.TaskMaxSeconds) * time.Second
 		res = runProcess(ctx, cmd)
+		s.f.observe(res.Ended.Sub(res.Started) / time.Duration(len(tasks)))
 		if ctx.Err() != nil && !res.TimedOut {
 			res.ExitCode, res.SystemErr = dataflow.ExitLost, "pilot stopping: task killed"
 		}

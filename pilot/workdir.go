@@ -97,6 +97,15 @@ func readOutputs(dir string) Outputs {
 	for _, e := range ents {
 		present[e.Name()] = true
 	}
+	// Remove what was read when done, so the next task starts clean
+	// without listing the directory again.
+	defer func() {
+		for name := range present {
+			if interfaceFiles[name] {
+				os.Remove(filepath.Join(dir, name))
+			}
+		}
+	}()
 	path := func(name string) string { return filepath.Join(dir, name) }
 	if present[SinkTasksFile] {
 		f, err := os.Open(path(SinkTasksFile))

@@ -103,15 +103,27 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 	wait := min(max(req.Wait, 0), MaxLeaseWait)
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
+	if len(req.Wants) != 1 {
+		writeError(w, http.StatusBadRequest, errors.New("lease: want exactly one module per request"))
+		return
+	}
+	module := req.Wants[0].Module
 	for {
-		ready := s.broker.Ready() // before trying, so a commit in between still wakes us
+		ready := s.broker.Ready(p.AppID, module) // before trying, so a commit in between still wakes us
 		_, st, err := s.broker.App(p.AppID)
 		if err != nil {
 			fail(w, err)
 			return
 		}
 		var tasks []dataflow.LeasedTask
+		has := false
 		if st == dataflow.AppRunning {
+			if has, err = s.broker.HasReady(r.Context(), p.AppID, module); err != nil {
+				writeError(w, http.StatusBadRequest, err)
+				return
+			}
+		}
+		if has {
 			tasks, err = s.broker.Lease(r.Context(), broker.LeaseRequest{AppID: p.AppID, PilotID: p.ID, Host: p.Host,
 				Wants: req.Wants, TTL: s.opts.LeaseTTL})
 			if err != nil {

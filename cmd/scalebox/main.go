@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -47,8 +48,15 @@ func usageErr(format string, args ...any) error {
 }
 
 func main() {
+	// SCALEBOX_CPUPROFILE=PREFIX writes PREFIX.PID.pprof (for benchmarks).
+	if prefix := os.Getenv("SCALEBOX_CPUPROFILE"); prefix != "" {
+		if f, err := os.Create(fmt.Sprintf("%s.%d.pprof", prefix, os.Getpid())); err == nil {
+			pprof.StartCPUProfile(f)
+		}
+	}
 	app := newApp()
 	err := app.Run(os.Args)
+	pprof.StopCPUProfile()
 	os.Exit(report(err))
 }
 

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# End-to-end throughput of `scalebox run` on this machine, next to GNU
+# parallel and xargs -P running the same kind of script the same number of
+# times on the same cores. Prints tasks/s and the ratios.
+#
+#   bench/e2e/run.sh [TASKS]      (default 10000 task executions)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+tasks=${1:-10000}
+msgs=$(( tasks / 2 ))   # each message runs once in each of the two modules
+cores=$(nproc)
+bin=$root/bin/scalebox
+[ -x "$bin" ] || (cd "$root" && make build >/dev/null)
+command -v parallel >/dev/null || { echo "GNU parallel is not installed (apt-get install parallel)" >&2; exit 2; }
+
+work=$(mktemp -d /tmp/scalebox-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/app/first" "$work/app/second"
+# Stage 1 forwards its body to stage 2 through the sink-tasks file; stage 2
+# does nothing. Both are POSIX sh, like the peers' script.
+cat > "$work/app/first/run.sh" <<'S'
+#!/bin/sh
+echo "$1" > "$WORK_DIR/sink-tasks.txt"
+S
+cat > "$work/app/second/run.sh" <<'S'
+#!/bin/sh
+echo "$1" > "$WORK_DIR/sink-tasks.txt.done"
+S
+chmod +x "$work/app/first/run.sh" "$work/app/second/run.sh"
+seq 1 "$msgs" > "$work/app/start.txt"
+cat > "$work/app/app.yaml" <<'Y'
+name: bench-noop
+modules:
+  first:
+    base_image: host
+    arguments: {code_path: ./first}
+    parameters: {start_task: "FILE:start.txt"}
+    sink_modules: second
+  second:
+    base_image: host
+    arguments: {code_path: ./second}
+Y
+# The peers run the same script once per task with WORK_DIR set.
+mkdir -p "$work/peer"
+export WORK_DIR=$work/peer
+
+now() { date +%s.%N; }
+rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
+
+t0=$(now)
+"$bin" --log-level warn --state-dir "$work/state" run --pilots "$cores" "$work/app" > "$work/summary.txt"
+t1=$(now)
+grep -q "tasks: $tasks succeeded, 0 failed" "$work/summary.txt" || { cat "$work/summary.txt"; echo "scalebox run did not succeed on every task" >&2; exit 1; }
+sb=$(rate "$tasks" "$t0" "$t1")
+
+t0=$(now)
+seq 1 "$tasks" | parallel -j "$cores" "$work/app/first/run.sh" {}
+t1=$(now)
+gp=$(rate "$tasks" "$t0" "$t1")
+
+t0=$(now)
+seq 1 "$tasks" | xargs -P "$cores" -n 1 "$work/app/first/run.sh"
+t1=$(now)
+xa=$(rate "$tasks" "$t0" "$t1")
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+echo "tasks: $tasks no-op task executions ($msgs messages through a two-module pipeline)"
+printf '%-28s %8s tasks/s\n' "scalebox run (--pilots $cores)" "$sb" "GNU parallel -j $cores" "$gp" "xargs -P $cores" "$xa"
+awk -v s="$sb" -v g="$gp" -v x="$xa" 'BEGIN { printf "ratio scalebox/parallel = %.2f (target >= 4)\nratio scalebox/xargs    = %.2f (target >= 0.5)\n", s/g, s/x }'
