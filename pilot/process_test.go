@@ -1,0 +1,139 @@
+package pilot
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalebox-hpc/scalebox/dataflow"
+)
+
+func script(t *testing.T, dir, name, body string, mode os.FileMode) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), mode); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRunProcessExitCodes(t *testing.T) {
+	dir := t.TempDir()
+	ok := script(t, dir, "ok.sh", "#!/bin/sh\necho out; echo err >&2; exit 0\n", 0o755)
+	seven := script(t, dir, "seven.sh", "#!/bin/sh\nexit 7\n", 0o755)
+	noexec := script(t, dir, "noexec.sh", "#!/bin/sh\nexit 0\n", 0o644)
+	killed := script(t, dir, "killed.sh", "#!/bin/sh\nkill -9 $$\n", 0o755)
+	tests := []struct {
+		argv []string
+		code int
+	}{
+		{[]string{ok}, 0},
+		{[]string{seven}, 7},
+		{[]string{noexec}, dataflow.ExitNotRunnable},
+		{[]string{filepath.Join(dir, "missing.sh")}, dataflow.ExitNotFound},
+		{[]string{killed}, 128 + 9},
+	}
+	for _, tt := range tests {
+		res := runProcess(context.Background(), Command{Argv: tt.argv, Dir: dir,
+			Stdout: filepath.Join(dir, "o"), Stderr: filepath.Join(dir, "e")})
+		if res.ExitCode != tt.code {
+			t.Errorf("%s: exit %d, want %d (%s)", filepath.Base(tt.argv[0]), res.ExitCode, tt.code, res.SystemErr)
+		}
+	}
+	res := runProcess(context.Background(), Command{Argv: []string{ok}, Dir: dir, Stdout: filepath.Join(dir, "o"), Stderr: filepath.Join(dir, "e")})
+	if res.Stdout != "out\n" || res.Stderr != "err\n" {
+		t.Fatalf("tails %q %q", res.Stdout, res.Stderr)
+	}
+}
+
+// A timed-out task's whole process group dies, grandchildren included.
+func TestTimeoutKillsProcessGroup(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "child.pid")
+	s := script(t, dir, "slow.sh", "#!/bin/sh\nsleep 60 &\necho $! > "+pidFile+"\nwait\n", 0o755)
+	start := time.Now()
+	res := runProcess(context.Background(), Command{Argv: []string{s}, Dir: dir, Timeout: 300 * time.Millisecond})
+	if res.ExitCode != dataflow.ExitTimeout || !res.TimedOut {
+		t.Fatalf("exit %d, want %d", res.ExitCode, dataflow.ExitTimeout)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("timeout took %s", time.Since(start))
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := strings.TrimSpace(string(b))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		data, err := os.ReadFile("/proc/" + pid + "/stat")
+		// Gone, or a zombie waiting for init to reap it: either way not running.
+		if err != nil || strings.Contains(string(data), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %s still running after the timeout", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestArgvIsNeverEvaluated(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "got")
+	s := script(t, dir, "run.sh", "#!/bin/sh\nprintf '%s' \"$1\" > "+out+"\n", 0o755)
+	marker := filepath.Join(dir, "pwned")
+	for _, body := range []string{"$(touch " + marker + ")", "a b \"c\" 'd' `touch " + marker + "` ; touch " + marker} {
+		res := runProcess(context.Background(), Command{Argv: []string{s, body, "{}"}, Dir: dir})
+		if res.ExitCode != 0 {
+			t.Fatalf("exit %d", res.ExitCode)
+		}
+		got, _ := os.ReadFile(out)
+		if string(got) != body {
+			t.Fatalf("run.sh got %q, want %q", got, body)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatalf("body %q was evaluated by a shell", body)
+		}
+	}
+}
+
+func TestReadOutputs(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, SinkTasksFile), []byte("a\nm,b,{\"k\":\"v\"}\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, TimestampsFile), []byte("start,2024-01-02T03:04:05Z\n2024-01-02 03:04:06.5,end\n# c\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "in.dat"), make([]byte, 100), 0o600)
+	os.MkdirAll(filepath.Join(dir, "outdir"), 0o700)
+	os.WriteFile(filepath.Join(dir, "outdir", "x"), make([]byte, 30), 0o600)
+	os.WriteFile(filepath.Join(dir, InputFilesFile), []byte("in.dat\nremote,5\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, OutputFilesFile), []byte("outdir\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, RemovedFilesFile), []byte("in.dat\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, AuxoutFile), []byte("note"), 0o600)
+	os.WriteFile(filepath.Join(dir, TaskExecFile), []byte("statusCode: 0\noutputBytes: 77\n"), 0o600)
+	out := readOutputs(dir)
+	if len(out.Problems) > 0 {
+		t.Fatal(out.Problems)
+	}
+	if len(out.Messages) != 2 || out.Messages[1].Module != "m" {
+		t.Fatalf("messages %+v", out.Messages)
+	}
+	if len(out.Timestamps) != 2 || out.Timestamps[0].Label != "start" || out.Timestamps[1].Label != "end" {
+		t.Fatalf("timestamps %+v", out.Timestamps)
+	}
+	if out.InputBytes != 105 || out.OutputBytes != 77 || out.Auxout != "note" {
+		t.Fatalf("bytes in %d out %d aux %q", out.InputBytes, out.OutputBytes, out.Auxout)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "in.dat")); err == nil {
+		t.Fatal("removed-files.txt entry still exists")
+	}
+	if _, err := os.Stat(filepath.Join(dir, SinkTasksFile)); err == nil {
+		t.Fatal("interface files must be cleared after reading")
+	}
+	os.WriteFile(filepath.Join(dir, SinkTasksFile), []byte("ok\n{broken\n"), 0o600)
+	if out := readOutputs(dir); len(out.Problems) != 1 || !strings.Contains(out.Problems[0], "sink-tasks.txt:2") {
+		t.Fatalf("bad sink line not reported: %v", out.Problems)
+	}
+}
