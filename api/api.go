@@ -107,9 +107,11 @@ type Reported struct {
 	AppStatus dataflow.AppStatus          `json:"app_status"`
 }
 
-// Heartbeat keeps a pilot's leases alive.
+// Heartbeat keeps alive the leases a pilot holds: only the tasks listed,
+// so a lease whose answer never reached the pilot (the head died after
+// committing it) expires and is rescued instead of living forever.
 type Heartbeat struct {
-	Started []dataflow.Started `json:"started,omitempty"`
+	Held []int64 `json:"held,omitempty"`
 }
 
 // Beat answers Heartbeat.

@@ -196,3 +196,27 @@ func TestStateOpsOncePerRequest(t *testing.T) {
 		t.Fatalf("decrement: %q %v", v, err)
 	}
 }
+
+func TestHeartbeatExtendsOnlyHeldLeases(t *testing.T) {
+	ctx := context.Background()
+	b, c := openTest(t)
+	app, _ := b.CreateApp(ctx, testApp(nil), []dataflow.Message{{Body: "kept"}, {Body: "lost"}})
+	pilot, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h"})
+	kept := leaseOne(t, b, app, pilot, "a")
+	lost := leaseOne(t, b, app, pilot, "a") // its answer never reached the pilot
+	c.t = c.t.Add(50 * time.Second)
+	if err := b.Heartbeat(ctx, pilot, []int64{kept.ID}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	c.t = c.t.Add(20 * time.Second) // past the first deadline, before the extended one
+	rr, err := b.Rescue(ctx)
+	if err != nil || rr.Expired != 1 {
+		t.Fatalf("rescue %+v %v: want exactly the unheld lease expired", rr, err)
+	}
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE id = ? AND state = 'leased'", kept.ID); n != 1 {
+		t.Fatal("held lease was not extended")
+	}
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE id = ? AND state = 'ready'", lost.ID); n != 1 {
+		t.Fatal("unheld lease was not returned to ready through the retry rules")
+	}
+}

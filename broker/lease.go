@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"time"
@@ -98,17 +99,21 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 	return out, nil
 }
 
-// Heartbeat extends every lease the pilot holds to now+ttl, marks the given
-// tasks running, and records that the pilot is alive.
-func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, started []dataflow.Started, ttl time.Duration) error {
-	err := b.write(ctx, func(tx *sql.Tx) error {
+// Heartbeat extends to now+ttl the leases the pilot says it holds and
+// records that the pilot is alive. Leases of this pilot that it does not
+// list are left to expire.
+func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, held []int64, ttl time.Duration) error {
+	ids, err := json.Marshal(held)
+	if err != nil {
+		return err
+	}
+	err = b.write(ctx, func(tx *sql.Tx) error {
 		now := b.now()
-		if err := markRunning(tx, pilotID, started, ms(now)); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(`UPDATE tasks SET lease_deadline = ? WHERE lease_pilot = ? AND state IN ('leased','running')`,
-			ms(now.Add(ttl)), pilotID); err != nil {
-			return err
+		if len(held) > 0 {
+			if _, err := tx.Exec(`UPDATE tasks SET lease_deadline = ? WHERE lease_pilot = ? AND state IN ('leased','running')
+				AND id IN (SELECT value FROM json_each(?))`, ms(now.Add(ttl)), pilotID, string(ids)); err != nil {
+				return err
+			}
 		}
 		_, err := tx.Exec("UPDATE pilots SET last_seen = ?, state = 'active' WHERE id = ? AND state <> 'left'", ms(now), pilotID)
 		return err

@@ -115,6 +115,7 @@ func (f *feeder) run(ctx context.Context) {
 		backoff = 100 * time.Millisecond
 		f.p.appEnded(res.AppStatus)
 		if len(res.Tasks) > 0 {
+			f.p.hold(res.Tasks)
 			f.put(res.Tasks)
 		}
 		if res.AppStatus.Done() {

@@ -48,6 +48,37 @@ type Pilot struct {
 	stopMu  sync.Mutex
 	ended   dataflow.AppStatus
 	feeders []*feeder
+
+	heldMu sync.Mutex
+	held   map[int64]bool // tasks leased to this pilot and not yet reported
+}
+
+// hold records leased tasks; heartbeats keep exactly these alive.
+func (p *Pilot) hold(ts []dataflow.LeasedTask) {
+	p.heldMu.Lock()
+	for _, t := range ts {
+		p.held[t.ID] = true
+	}
+	p.heldMu.Unlock()
+}
+
+// unhold forgets tasks whose completion the head has answered.
+func (p *Pilot) unhold(ids []int64) {
+	p.heldMu.Lock()
+	for _, id := range ids {
+		delete(p.held, id)
+	}
+	p.heldMu.Unlock()
+}
+
+func (p *Pilot) heldIDs() []int64 {
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
+	out := make([]int64, 0, len(p.held))
+	for id := range p.held {
+		out = append(out, id)
+	}
+	return out
 }
 
 // Run registers and serves the app until it ends or ctx is cancelled.
@@ -71,8 +102,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	p := &Pilot{cfg: cfg, reg: reg, log: log, stop: cancel}
-	p.rep = newReporter(cfg.Client, reg.PilotID, log, p.appStatus)
+	p := &Pilot{cfg: cfg, reg: reg, log: log, stop: cancel, held: map[int64]bool{}}
+	p.rep = newReporter(cfg.Client, reg.PilotID, log, p.appStatus, p.unhold)
 	log.Info("pilot registered", "host", cfg.Host, "modules", len(reg.Plan), "work_root", cfg.WorkRoot)
 
 	var wg sync.WaitGroup
@@ -182,7 +213,7 @@ func (p *Pilot) heartbeats(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		beat, err := p.cfg.Client.Heartbeat(ctx, p.reg.PilotID, api.Heartbeat{})
+		beat, err := p.cfg.Client.Heartbeat(ctx, p.reg.PilotID, api.Heartbeat{Held: p.heldIDs()})
 		if err != nil {
 			if ctx.Err() == nil {
 				p.log.Warn("heartbeat failed; head unreachable, tasks go on", "err", err)

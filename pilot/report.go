@@ -25,6 +25,7 @@ type reporter struct {
 	pilotID  int64
 	log      *slog.Logger
 	onStatus func(dataflow.AppStatus)
+	answered func(ids []int64) // completions the head has answered
 
 	mu      sync.Mutex
 	started []dataflow.Started
@@ -34,8 +35,8 @@ type reporter struct {
 	sending bool
 }
 
-func newReporter(c *api.Client, pilotID int64, log *slog.Logger, onStatus func(dataflow.AppStatus)) *reporter {
-	r := &reporter{client: c, pilotID: pilotID, log: log, onStatus: onStatus, kick: make(chan struct{}, 1)}
+func newReporter(c *api.Client, pilotID int64, log *slog.Logger, onStatus func(dataflow.AppStatus), answered func([]int64)) *reporter {
+	r := &reporter{client: c, pilotID: pilotID, log: log, onStatus: onStatus, answered: answered, kick: make(chan struct{}, 1)}
 	return r
 }
 
@@ -108,6 +109,11 @@ func (r *reporter) send(ctx context.Context) {
 	for {
 		res, err := r.client.Report(ctx, r.pilotID, batch)
 		if err == nil {
+			ids := make([]int64, 0, len(batch.Completions))
+			for _, c := range batch.Completions {
+				ids = append(ids, c.TaskID)
+			}
+			r.answered(ids)
 			for _, cr := range res.Results {
 				if cr.Status == dataflow.ReportStale {
 					r.log.Warn("report refused: lease lost", "task", cr.TaskID, "reason", cr.Error)

@@ -47,28 +47,50 @@ func connect(c *cli.Context) (*session, error) {
 		return &session{client: cl}, nil
 	}
 	dir := c.String("state-dir")
-	if info, err := readServerInfo(dir); err == nil {
-		cl, err := api.NewClient("unix://"+info.Socket, "")
-		if err == nil {
-			ctx, cancel := context.WithTimeout(c.Context, 3*time.Second)
-			_, verr := cl.Version(ctx)
-			cancel()
-			if verr == nil {
-				return &session{client: cl}, nil
-			}
+	// A server that holds the state dir may still be starting: keep trying
+	// its socket for a while before giving up.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if cl := liveSocket(c.Context, dir); cl != nil {
+			return &session{client: cl}, nil
 		}
-	}
-	if _, err := os.Stat(filepath.Join(dir, "scalebox.db")); err != nil {
-		return nil, withCode(exitNoServer, fmt.Errorf("no scalebox server or state in %s: start `scalebox server --state-dir %s`, use `scalebox run`, or pass --server", dir, dir))
-	}
-	srv, err := server.Open(c.Context, server.Options{StateDir: dir, Version: version, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		if errors.Is(err, server.ErrLocked) {
+		if _, err := os.Stat(filepath.Join(dir, "scalebox.db")); err != nil {
+			return nil, withCode(exitNoServer, fmt.Errorf("no scalebox server or state in %s: start `scalebox server --state-dir %s`, use `scalebox run`, or pass --server", dir, dir))
+		}
+		srv, err := server.Open(c.Context, server.Options{StateDir: dir, Version: version, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err == nil {
+			return &session{client: api.NewInProcessClient(inProcess{srv.Handler()}), local: srv}, nil
+		}
+		if !errors.Is(err, server.ErrLocked) {
+			return nil, withCode(exitNoServer, err)
+		}
+		if time.Now().After(deadline) {
 			return nil, withCode(exitNoServer, fmt.Errorf("%w, but its socket does not answer", err))
 		}
-		return nil, withCode(exitNoServer, err)
+		select {
+		case <-c.Context.Done():
+			return nil, c.Context.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
-	return &session{client: api.NewInProcessClient(inProcess{srv.Handler()}), local: srv}, nil
+}
+
+// liveSocket returns a client for the state dir's server if it answers.
+func liveSocket(ctx context.Context, dir string) *api.Client {
+	info, err := readServerInfo(dir)
+	if err != nil {
+		return nil
+	}
+	cl, err := api.NewClient("unix://"+info.Socket, "")
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := cl.Version(ctx); err != nil {
+		return nil
+	}
+	return cl
 }
 
 // inProcess serves client requests with the handler directly.
