@@ -132,14 +132,16 @@ func (b *Broker) CreateApp(ctx context.Context, app *dataflow.App, extra []dataf
 			}
 			msgs = append(msgs, msg)
 		}
+		rs := make([]resolved, 0, len(msgs))
 		for _, msg := range msgs {
 			id, ok := ids[msg.Module]
 			if !ok {
 				return fmt.Errorf("start task %q: module %q does not exist", msg.Body, msg.Module)
 			}
-			if _, err := b.insertTask(tx, appID, id, msg, now); err != nil {
-				return err
-			}
+			rs = append(rs, resolved{Message: msg, appID: appID, moduleID: id})
+		}
+		if _, err := b.insertTasks(tx, rs, now); err != nil {
+			return err
 		}
 		b.mu.Lock()
 		b.apps[appID] = &appInfo{id: appID, status: status, def: app}
@@ -260,8 +262,7 @@ func (b *Broker) FinishIfQuiescent(ctx context.Context, appID int64) (dataflow.A
 	}
 	// Most calls find work left; answer those from a reader.
 	var active int
-	if err := b.r.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM tasks WHERE app_id = ? AND state IN ('initial','ready','leased','running','retrying'))
-		OR NOT EXISTS (SELECT 1 FROM tasks WHERE app_id = ?)`, appID, appID).Scan(&active); err != nil {
+	if err := b.r.QueryRowContext(ctx, activeQuery, appID, appID).Scan(&active); err != nil {
 		return "", err
 	}
 	if active == 1 {
@@ -277,7 +278,7 @@ func (b *Broker) FinishIfQuiescent(ctx context.Context, appID int64) (dataflow.A
 			return nil
 		}
 		var active int
-		if err := tx.QueryRow(`SELECT EXISTS (SELECT 1 FROM tasks WHERE app_id = ? AND state IN ('initial','ready','leased','running','retrying'))`, appID).Scan(&active); err != nil {
+		if err := tx.QueryRow(activeQuery, appID, appID).Scan(&active); err != nil {
 			return err
 		}
 		if active == 1 {
@@ -295,6 +296,15 @@ func (b *Broker) FinishIfQuiescent(ctx context.Context, appID int64) (dataflow.A
 	})
 	return out, err
 }
+
+// activeQuery is 1 while an app has work left (or never had a task):
+// each state is looked up through its own partial index, no scan.
+const activeQuery = `SELECT
+	EXISTS (SELECT 1 FROM tasks WHERE state = 'ready' AND module_id IN (SELECT id FROM modules WHERE app_id = ?1))
+	OR EXISTS (SELECT 1 FROM tasks WHERE state IN ('leased','running') AND lease_deadline IS NOT NULL AND app_id = ?1)
+	OR EXISTS (SELECT 1 FROM tasks WHERE state = 'retrying' AND available_at IS NOT NULL AND app_id = ?1)
+	OR EXISTS (SELECT 1 FROM tasks WHERE state = 'initial' AND app_id = ?1)
+	OR NOT EXISTS (SELECT 1 FROM task_counts WHERE module_id IN (SELECT id FROM modules WHERE app_id = ?2) AND n > 0)`
 
 // AppInfo collects an app's status with its counts, semaphores and variables.
 func (b *Broker) AppInfo(ctx context.Context, appID int64) (*dataflow.AppInfo, error) {
@@ -320,8 +330,8 @@ func (b *Broker) AppInfo(ctx context.Context, appID int64) (*dataflow.AppInfo, e
 			info.Modules[m.Name] = dataflow.ModuleCounts{}
 		}
 	}
-	rows, err := b.r.QueryContext(ctx, `SELECT m.name, t.state, count(*) FROM tasks t JOIN modules m ON m.id = t.module_id
-		WHERE t.app_id = ? GROUP BY t.module_id, t.state`, appID)
+	rows, err := b.r.QueryContext(ctx, `SELECT m.name, c.state, c.n FROM task_counts c JOIN modules m ON m.id = c.module_id
+		WHERE m.app_id = ? AND c.n > 0`, appID)
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,7 @@ type Options struct {
 type Broker struct {
 	w    *sql.DB // the one writer connection, used only by the writer goroutine
 	r    *sql.DB // readers
+	ckpt *sql.DB // checkpoints, off the commit path
 	path string
 	opts Options
 
@@ -77,7 +78,7 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		opts.Synchronous = "FULL"
 	}
 	switch strings.ToUpper(opts.Synchronous) {
-	case "FULL", "NORMAL", "EXTRA":
+	case "FULL", "NORMAL", "EXTRA", "OFF":
 	default:
 		return nil, fmt.Errorf("open broker: synchronous %q must be FULL, NORMAL or EXTRA", opts.Synchronous)
 	}
@@ -120,8 +121,26 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("open broker readers: %w", err)
 	}
 	r.SetMaxOpenConns(8)
+	// Commits append to the WAL; copying it back into the database file
+	// (a checkpoint, with its own fsyncs) runs in the background instead of
+	// inside whichever commit crosses the auto-checkpoint threshold. The
+	// threshold stays as a backstop should the checkpointer fall behind.
+	if _, err := w.ExecContext(ctx, "PRAGMA wal_autocheckpoint = 16384"); err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open broker: %w", err)
+	}
+	cq := url.Values{}
+	cq.Set("_busy_timeout", "10000")
+	ckpt, err := sql.Open("sqlite3", "file:"+path+"?"+cq.Encode())
+	if err != nil {
+		w.Close()
+		r.Close()
+		return nil, fmt.Errorf("open broker checkpointer: %w", err)
+	}
+	ckpt.SetMaxOpenConns(1)
 	b := &Broker{
-		w: w, r: r, path: path, opts: opts,
+		w: w, r: r, ckpt: ckpt, path: path, opts: opts,
 		ops:     make(chan *op, 4096),
 		done:    make(chan struct{}),
 		modules: map[int64]*moduleInfo{},
@@ -134,9 +153,26 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		b.Close()
 		return nil, err
 	}
-	b.wg.Add(1)
+	b.wg.Add(2)
 	go b.writer()
+	go b.checkpointer()
 	return b, nil
+}
+
+// checkpointer copies committed WAL frames into the database file every
+// quarter second. PASSIVE never blocks the writer or readers.
+func (b *Broker) checkpointer() {
+	defer b.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.done:
+			return
+		case <-t.C:
+			b.ckpt.Exec("PRAGMA wal_checkpoint(PASSIVE)")
+		}
+	}
 }
 
 // Path is the database file.
@@ -147,8 +183,9 @@ func (b *Broker) Close() error {
 	b.closed.Do(func() { close(b.done) })
 	b.wg.Wait()
 	err1 := b.r.Close()
-	err2 := b.w.Close()
-	return errors.Join(err1, err2)
+	err2 := b.ckpt.Close()
+	err3 := b.w.Close()
+	return errors.Join(err1, err2, err3)
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
@@ -269,12 +306,28 @@ func (b *Broker) commit(batch []*op) {
 	ctx := context.Background()
 	tx, err := b.w.BeginTx(ctx, nil)
 	if err == nil {
-		for _, o := range batch {
-			if o.ctx.Err() != nil {
-				o.err = o.ctx.Err()
-				continue
+		if len(batch) == 1 {
+			// Alone in its group, an op needs no savepoint: its error rolls
+			// the whole transaction back.
+			o := batch[0]
+			if o.err = o.ctx.Err(); o.err == nil {
+				o.err = runGuarded(tx, o.fn)
 			}
-			o.err = runSavepoint(tx, o.fn)
+			if o.err != nil {
+				tx.Rollback()
+				close(o.done)
+				b.reloadCache()
+				clear(b.touched)
+				return
+			}
+		} else {
+			for _, o := range batch {
+				if o.ctx.Err() != nil {
+					o.err = o.ctx.Err()
+					continue
+				}
+				o.err = runSavepoint(tx, o.fn)
+			}
 		}
 		err = tx.Commit()
 	}
@@ -294,6 +347,16 @@ func (b *Broker) commit(batch []*op) {
 	for _, o := range batch {
 		close(o.done)
 	}
+}
+
+// runGuarded runs fn, turning a panic into an error.
+func runGuarded(tx *sql.Tx, fn func(tx *sql.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("broker operation panicked: %v", r)
+		}
+	}()
+	return fn(tx)
 }
 
 func runSavepoint(tx *sql.Tx, fn func(tx *sql.Tx) error) (err error) {

@@ -47,12 +47,10 @@ func (b *Broker) Complete(ctx context.Context, r Report) ([]dataflow.CompletionR
 		if err := markRunning(tx, r.PilotID, running, ms(now)); err != nil {
 			return err
 		}
-		for i, c := range r.Completions {
-			res, err := b.completeOne(tx, now, r.PilotID, c)
-			if err != nil {
-				return fmt.Errorf("task %d: %w", c.TaskID, err)
-			}
-			results[i] = res
+		var err error
+		results, err = b.completeBatch(tx, now, r.PilotID, r.Completions)
+		if err != nil {
+			return err
 		}
 		return nil
 	})
@@ -79,83 +77,138 @@ func loadTaskRow(tx *sql.Tx, id int64) (taskRow, error) {
 	return t, err
 }
 
-func (b *Broker) completeOne(tx *sql.Tx, now time.Time, pilotID int64, c dataflow.Completion) (dataflow.CompletionResult, error) {
-	res := dataflow.CompletionResult{TaskID: c.TaskID}
-	t, err := loadTaskRow(tx, c.TaskID)
-	if errors.Is(err, sql.ErrNoRows) {
-		res.Status, res.Error = dataflow.ReportStale, "no such task"
-		return res, nil
-	}
+// loadTaskRows reads many tasks with one statement.
+func loadTaskRows(tx *sql.Tx, ids []int64) (map[int64]taskRow, error) {
+	js, _ := json.Marshal(ids)
+	rows, err := tx.Query(`SELECT id, app_id, module_id, state, lease_gen, lease_pilot, attempts, fail_counts, headers FROM tasks
+		WHERE id IN (SELECT value FROM json_each(?))`, string(js))
 	if err != nil {
-		return res, err
+		return nil, err
 	}
-	if (t.state != dataflow.TaskLeased && t.state != dataflow.TaskRunning) || t.gen != c.Gen || !t.pilot.Valid || t.pilot.Int64 != pilotID {
-		res.Status, res.State = dataflow.ReportStale, t.state
-		res.Error = fmt.Sprintf("lease lost: task is %s at generation %d", t.state, t.gen)
-		return res, nil
-	}
-	mod := b.module(t.moduleID)
-	if mod == nil {
-		return res, fmt.Errorf("module %d not loaded", t.moduleID)
-	}
-	var msgs []resolved
-	if c.ExitCode == 0 {
-		msgs, err = b.resolveMessages(t, mod, c)
-		if err != nil {
-			// A success that cannot deliver its output is a module error,
-			// not retryable: the same script would emit the same lines.
-			c.ExitCode = dataflow.ExitNotRetryable
-			c.Note = strings.TrimSpace(c.Note + "\n" + err.Error())
-			msgs = nil
+	defer rows.Close()
+	out := make(map[int64]taskRow, len(ids))
+	for rows.Next() {
+		var t taskRow
+		if err := rows.Scan(&t.id, &t.appID, &t.moduleID, &t.state, &t.gen, &t.pilot, &t.attempts, &t.failCounts, &t.headers); err != nil {
+			return nil, err
 		}
+		out[t.id] = t
 	}
-	var appOps []dataflow.StateOp
-	if c.ExitCode == 0 {
-		for _, op := range c.Deferred {
-			if op.Kind == "app" {
-				appOps = append(appOps, op)
-				continue
-			}
-			if _, err := applyStateOp(tx, t.appID, op, ms(now)); err != nil {
+	return out, rows.Err()
+}
+
+// completeBatch applies a report's completions with a few set-based
+// statements: one read of the tasks, one update for the successes, one
+// insert of all exec records and one of all plain emitted messages.
+// Failures (retry rules) and special messages (OVERWRITE, repeatable) take
+// the per-row path.
+func (b *Broker) completeBatch(tx *sql.Tx, now time.Time, pilotID int64, cs []dataflow.Completion) ([]dataflow.CompletionResult, error) {
+	results := make([]dataflow.CompletionResult, len(cs))
+	ids := make([]int64, len(cs))
+	for i, c := range cs {
+		ids[i] = c.TaskID
+	}
+	rows, err := loadTaskRows(tx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var succeeded []int64
+	var execs []execRow
+	var emitted []resolved
+	var appOps []appOp
+	for i, c := range cs {
+		res := dataflow.CompletionResult{TaskID: c.TaskID}
+		t, found := rows[c.TaskID]
+		// A second completion of one task in the same batch finds it gone.
+		delete(rows, c.TaskID)
+		switch {
+		case !found:
+			res.Status, res.Error = dataflow.ReportStale, "no such task, or reported twice in one batch"
+			results[i] = res
+			continue
+		case (t.state != dataflow.TaskLeased && t.state != dataflow.TaskRunning) || t.gen != c.Gen || !t.pilot.Valid || t.pilot.Int64 != pilotID:
+			res.Status, res.State = dataflow.ReportStale, t.state
+			res.Error = fmt.Sprintf("lease lost: task is %s at generation %d", t.state, t.gen)
+			results[i] = res
+			continue
+		}
+		mod := b.module(t.moduleID)
+		if mod == nil {
+			return nil, fmt.Errorf("task %d: module %d not loaded", t.id, t.moduleID)
+		}
+		var msgs []resolved
+		if c.ExitCode == 0 {
+			msgs, err = b.resolveMessages(t, mod, c)
+			if err != nil {
+				// A success that cannot deliver its output is a module error,
+				// not retryable: the same script would emit the same lines.
 				c.ExitCode = dataflow.ExitNotRetryable
-				c.Note = strings.TrimSpace(c.Note + "\n" + "deferred " + op.Kind + " " + op.Op + " " + op.Name + ": " + err.Error())
+				c.Note = strings.TrimSpace(c.Note + "\n" + err.Error())
 				msgs = nil
-				break
 			}
 		}
-	}
-	state, err := b.settle(tx, now, t, mod, c.ExitCode)
-	if err != nil {
-		return res, err
-	}
-	if err := insertExec(tx, t, pilotID, c, len(msgs)); err != nil {
-		return res, err
-	}
-	if c.ExitCode == 0 {
-		for _, m := range msgs {
-			if _, err := b.insertTask(tx, t.appID, m.moduleID, m.Message, ms(now)); err != nil {
-				return res, err
+		if c.ExitCode == 0 {
+			for _, op := range c.Deferred {
+				if op.Kind == "app" {
+					appOps = append(appOps, appOp{t.appID, op})
+					continue
+				}
+				if _, err := applyStateOp(tx, t.appID, op, ms(now)); err != nil {
+					c.ExitCode = dataflow.ExitNotRetryable
+					c.Note = strings.TrimSpace(c.Note + "\n" + "deferred " + op.Kind + " " + op.Op + " " + op.Name + ": " + err.Error())
+					msgs = nil
+					break
+				}
 			}
 		}
+		if c.ExitCode == 0 {
+			succeeded = append(succeeded, t.id)
+			res.State = dataflow.TaskSucceeded
+			emitted = append(emitted, msgs...)
+		} else {
+			if res.State, err = b.settle(tx, now, t, mod, c.ExitCode); err != nil {
+				return nil, err
+			}
+		}
+		execs = append(execs, newExecRow(t, pilotID, c, len(msgs)))
+		res.Status = dataflow.ReportAccepted
+		results[i] = res
+	}
+	if len(succeeded) > 0 {
+		js, _ := json.Marshal(succeeded)
+		if _, err := tx.Exec(`UPDATE tasks SET state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
+			lease_deadline = NULL, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))`, ms(now), string(js)); err != nil {
+			return nil, err
+		}
+	}
+	if err := insertExecs(tx, execs); err != nil {
+		return nil, err
+	}
+	if _, err := b.insertTasks(tx, emitted, ms(now)); err != nil {
+		return nil, err
 	}
 	// App changes (set-finished from inside a slot) come last, after the
 	// task itself is recorded, so the task that ends the app is not
 	// cancelled by it.
-	for _, op := range appOps {
-		if op.Op != "set-finished" {
+	for _, a := range appOps {
+		if a.op.Op != "set-finished" {
 			continue
 		}
-		if err := b.setAppStatus(tx, t.appID, dataflow.AppFinished, op.Value); err != nil && !errors.Is(err, ErrAppEnded) {
-			return res, err
+		if err := b.setAppStatus(tx, a.appID, dataflow.AppFinished, a.op.Value); err != nil && !errors.Is(err, ErrAppEnded) {
+			return nil, err
 		}
 	}
-	res.Status, res.State = dataflow.ReportAccepted, state
-	return res, nil
+	return results, nil
+}
+
+type appOp struct {
+	appID int64
+	op    dataflow.StateOp
 }
 
 type resolved struct {
 	dataflow.Message
-	moduleID int64
+	appID, moduleID int64
 }
 
 // resolveMessages gives each emitted message its destination module and
@@ -202,7 +255,7 @@ func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completi
 		if isRouter && in[dataflow.HeaderFromModule] != "" {
 			h[dataflow.HeaderFromModuleLast] = in[dataflow.HeaderFromModule]
 		}
-		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, moduleID: id})
+		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, appID: t.appID, moduleID: id})
 	}
 	return out, nil
 }
@@ -246,13 +299,15 @@ func (b *Broker) settle(tx *sql.Tx, now time.Time, t taskRow, mod *moduleInfo, c
 	return dataflow.TaskRetrying, nil
 }
 
-func insertExec(tx *sql.Tx, t taskRow, pilotID int64, c dataflow.Completion, emitted int) error {
-	var ts any
+// execRow is one task_execs row.
+type execRow []any
+
+func newExecRow(t taskRow, pilotID int64, c dataflow.Completion, emitted int) execRow {
+	var ts, started any
 	if len(c.Timestamps) > 0 {
 		b, _ := json.Marshal(c.Timestamps)
 		ts = string(b)
 	}
-	var started any
 	if !c.StartedAt.IsZero() {
 		started = ms(c.StartedAt)
 	}
@@ -260,11 +315,21 @@ func insertExec(tx *sql.Tx, t taskRow, pilotID int64, c dataflow.Completion, emi
 	if ended.IsZero() {
 		ended = time.Now()
 	}
-	_, err := tx.Exec(`INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
-			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.id, t.appID, t.moduleID, t.attempts+1, t.gen, pilotID, nullStr(c.Slot), nullStr(c.Host), c.ExitCode,
+	return execRow{t.id, t.appID, t.moduleID, t.attempts + 1, t.gen, pilotID, nullStr(c.Slot), nullStr(c.Host), c.ExitCode,
 		started, ms(ended), nullStr(c.StdoutTail), nullStr(c.StderrTail), nullStr(c.Auxout), nullStr(c.Note), ts,
-		c.InputBytes, c.OutputBytes, emitted)
+		c.InputBytes, c.OutputBytes, emitted}
+}
+
+// insertExecs adds exec records in multi-row statements.
+func insertExecs(tx *sql.Tx, rows []execRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	vals := make([][]any, len(rows))
+	for i, r := range rows {
+		vals[i] = r
+	}
+	_, err := bulkInsert(tx, `INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
+			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted)`, "", 19, vals)
 	return err
 }

@@ -72,7 +72,7 @@ func (b *Broker) PilotLeft(ctx context.Context, id int64) error {
 	err := b.writeReady(ctx, func(tx *sql.Tx) error {
 		now := ms(b.now())
 		if _, err := tx.Exec(`UPDATE tasks SET state = 'ready', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ?
-			WHERE lease_pilot = ? AND state = 'leased'`, now, id); err != nil {
+			WHERE state = 'leased' AND lease_pilot = ?`, now, id); err != nil {
 			return err
 		}
 		_, err := tx.Exec("UPDATE pilots SET state = 'left', last_seen = ? WHERE id = ?", now, id)

@@ -50,7 +50,7 @@ func (b *Broker) Rescue(ctx context.Context) (RescueResult, error) {
 			}
 			c := dataflow.Completion{TaskID: id, Gen: t.gen, ExitCode: dataflow.ExitLost, EndedAt: now,
 				Note: "lease expired: the pilot stopped reporting (lost node, killed job or network)"}
-			if err := insertExec(tx, t, t.pilot.Int64, c, 0); err != nil {
+			if err := insertExecs(tx, []execRow{newExecRow(t, t.pilot.Int64, c, 0)}); err != nil {
 				return err
 			}
 			rr.Expired++

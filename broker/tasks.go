@@ -61,6 +61,37 @@ func insertTask(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int
 	return true, nil
 }
 
+// insertTasks adds many messages: plain ones (the common case) with
+// multi-row INSERT ... ON CONFLICT DO NOTHING statements, those with
+// conflict_action=OVERWRITE or repeatable=yes one by one. It returns how
+// many tasks were created or re-armed.
+func (b *Broker) insertTasks(tx *sql.Tx, msgs []resolved, now int64) (int, error) {
+	n := 0
+	plain := make([][]any, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Body == "" {
+			return n, fmt.Errorf("module %q: empty task body", m.Module)
+		}
+		h := m.Headers
+		if strings.EqualFold(h[dataflow.HeaderRepeatable], "yes") || strings.EqualFold(h[dataflow.HeaderConflictAction], "OVERWRITE") {
+			ok, err := b.insertTask(tx, m.appID, m.moduleID, m.Message, now)
+			if err != nil {
+				return n, err
+			}
+			if ok {
+				n++
+			}
+			continue
+		}
+		plain = append(plain, []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], now, now})
+		b.markReady(m.moduleID)
+	}
+	k, err := bulkInsert(tx, `INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, created_at, updated_at)
+		SELECT column1, column2, column3, column4, 'ready', column5, column6, column7, column8 FROM (`,
+		`) WHERE true ON CONFLICT (module_id, body, seq) DO NOTHING`, 8, plain)
+	return n + int(k), err
+}
+
 // AddTasks adds messages to an app's modules (Module empty = entry module)
 // in one transaction and returns how many tasks were created or re-armed.
 // An unknown module fails the whole call and adds nothing.
@@ -72,35 +103,25 @@ func (b *Broker) AddTasks(ctx context.Context, appID int64, msgs []dataflow.Mess
 	if status.Done() {
 		return 0, fmt.Errorf("add tasks to app %d: %w (%s)", appID, ErrAppEnded, status)
 	}
-	ids := make([]int64, len(msgs))
+	rs := make([]resolved, len(msgs))
 	for i, m := range msgs {
-		name := m.Module
-		if name == "" {
-			name = def.EntryModule()
+		if m.Module == "" {
+			m.Module = def.EntryModule()
 		}
-		id, ok := b.moduleID(appID, name)
+		id, ok := b.moduleID(appID, m.Module)
 		if !ok {
-			return 0, fmt.Errorf("add tasks: app %d has no module %q", appID, name)
+			return 0, fmt.Errorf("add tasks: app %d has no module %q", appID, m.Module)
 		}
 		if m.Body == "" {
 			return 0, fmt.Errorf("add tasks: message %d has an empty body", i+1)
 		}
-		ids[i] = id
+		rs[i] = resolved{Message: m, appID: appID, moduleID: id}
 	}
 	n := 0
 	err = b.write(ctx, func(tx *sql.Tx) error {
-		n = 0
-		now := ms(b.now())
-		for i, m := range msgs {
-			ok, err := b.insertTask(tx, appID, ids[i], m, now)
-			if err != nil {
-				return err
-			}
-			if ok {
-				n++
-			}
-		}
-		return nil
+		var err error
+		n, err = b.insertTasks(tx, rs, ms(b.now()))
+		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("add tasks: %w", err)

@@ -57,8 +57,32 @@ CREATE INDEX tasks_ready ON tasks (module_id, sort_tag, id) WHERE state = 'ready
 -- Rescuer: expired leases, due retries.
 CREATE INDEX tasks_leased ON tasks (lease_deadline) WHERE state IN ('leased','running');
 CREATE INDEX tasks_retrying ON tasks (available_at) WHERE state = 'retrying';
--- Status counts and the quiescence check.
-CREATE INDEX tasks_app_state ON tasks (app_id, state);
+-- The quiescence check: failed and held tasks are found without a scan.
+CREATE INDEX tasks_failed ON tasks (app_id) WHERE state = 'failed';
+CREATE INDEX tasks_initial ON tasks (app_id) WHERE state = 'initial';
+
+-- Task counts per module and state, kept by triggers. One small table
+-- whose few pages a batch rewrites once per commit: cheaper than an index
+-- on state, and `app status` never scans the tasks.
+CREATE TABLE task_counts (
+  module_id INTEGER NOT NULL,
+  state     TEXT    NOT NULL,
+  n         INTEGER NOT NULL CHECK (n >= 0),
+  PRIMARY KEY (module_id, state)
+) WITHOUT ROWID;
+
+CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks
+BEGIN
+  INSERT INTO task_counts (module_id, state, n) VALUES (NEW.module_id, NEW.state, 1)
+    ON CONFLICT (module_id, state) DO UPDATE SET n = n + 1;
+END;
+
+CREATE TRIGGER task_counts_update AFTER UPDATE OF state ON tasks WHEN OLD.state <> NEW.state
+BEGIN
+  UPDATE task_counts SET n = n - 1 WHERE module_id = OLD.module_id AND state = OLD.state;
+  INSERT INTO task_counts (module_id, state, n) VALUES (NEW.module_id, NEW.state, 1)
+    ON CONFLICT (module_id, state) DO UPDATE SET n = n + 1;
+END;
 
 CREATE TRIGGER tasks_state_transition BEFORE UPDATE OF state ON tasks
 WHEN NOT (
@@ -137,6 +161,3 @@ CREATE TABLE applied_requests (
   created_at INTEGER NOT NULL,
   PRIMARY KEY (app_id, request_id)
 ) WITHOUT ROWID;
-
--- Heartbeats extend every lease of one pilot.
-CREATE INDEX tasks_pilot ON tasks (lease_pilot) WHERE state IN ('leased','running');
