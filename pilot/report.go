@@ -79,12 +79,13 @@ func (r *reporter) run(ctx context.Context) {
 		}
 		r.mu.Lock()
 		pending := len(r.started) + len(r.done)
+		full := len(r.done) >= maxBatch
 		wait := flushAfter - time.Since(r.first)
 		r.mu.Unlock()
 		if pending == 0 {
 			continue
 		}
-		if len(r.done) < maxBatch && wait > 0 {
+		if !full && wait > 0 {
 			t.Reset(wait)
 			continue
 		}

@@ -22,7 +22,13 @@ import (
 	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
-var binary string
+// binary is the plain build, used for CLI calls and inside slots;
+// daemons is the build that runs run/server/pilot: with the race detector
+// when the tests have it (a race build takes about a second to start, too
+// slow for every `scalebox task add` inside a slot).
+var binary, daemons string
+
+var raceBuild bool
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "scalebox-e2e")
@@ -30,11 +36,19 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "scalebox")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build scalebox: %v\n%s", err, out)
-		os.Exit(1)
+	daemons = binary
+	builds := [][]string{{"build", "-o", binary, "."}}
+	if raceBuild {
+		daemons = filepath.Join(dir, "scalebox-race")
+		builds = append(builds, []string{"build", "-race", "-o", daemons, "."})
 	}
+	for _, args := range builds {
+		if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build scalebox: %v\n%s", err, out)
+			os.Exit(1)
+		}
+	}
+	os.Setenv("SCALEBOX_SLOT_BINARY", binary)
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -48,9 +62,20 @@ type result struct {
 // sb runs the binary with a deadline and returns its output and exit code.
 func sb(t *testing.T, timeout time.Duration, args ...string) result {
 	t.Helper()
+	return runBinary(t, binary, timeout, args...)
+}
+
+// sbd runs the daemon build (`run`, which starts a server and pilots).
+func sbd(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	return runBinary(t, daemons, timeout, args...)
+}
+
+func runBinary(t *testing.T, bin string, timeout time.Duration, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -120,7 +145,7 @@ func writeFiles(t *testing.T, files map[string]string) string {
 
 func TestPrimesRunJSON(t *testing.T) {
 	state := stateDir(t)
-	r := sb(t, 3*time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--json", examples("primes"))
+	r := sbd(t, 3*time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--json", examples("primes"))
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
@@ -155,7 +180,7 @@ func TestPrimesRunJSON(t *testing.T) {
 
 func TestHelloSetFinished(t *testing.T) {
 	state := stateDir(t)
-	r := sb(t, time.Minute, "--log-level", "warn", "--state-dir", state, "run", examples("hello"))
+	r := sbd(t, time.Minute, "--log-level", "warn", "--state-dir", state, "run", examples("hello"))
 	if r.code != 0 || !strings.Contains(r.stdout, "result: Hello, world") {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -168,7 +193,7 @@ func TestHelloSetFinished(t *testing.T) {
 
 func TestRetryExample(t *testing.T) {
 	state := stateDir(t)
-	r := sb(t, 2*time.Minute, "--log-level", "warn", "--state-dir", state, "run", examples("retry"))
+	r := sbd(t, 2*time.Minute, "--log-level", "warn", "--state-dir", state, "run", examples("retry"))
 	if r.code != 1 || !strings.Contains(r.stdout, "FAILED") {
 		t.Fatalf("retry example: exit %d, want 1 (FAILED)\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -223,7 +248,7 @@ func TestBodyReachesRunShUnchanged(t *testing.T) {
 	args := append([]string{"--log-level", "warn", "--state-dir", state, "run", dir}, bodies...)
 	os.Setenv("OUT", out)
 	defer os.Unsetenv("OUT")
-	if r := sb(t, time.Minute, args...); r.code != 0 {
+	if r := sbd(t, time.Minute, args...); r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
 	if _, err := os.Stat(marker); err == nil {
@@ -283,7 +308,7 @@ func startServer(t *testing.T, state string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(binary, "--state-dir", state, "server", "--listen", "")
+	cmd := exec.Command(daemons, "--state-dir", state, "server", "--listen", "")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -359,7 +384,7 @@ exit 0
 `,
 	})
 	state := stateDir(t)
-	r := sb(t, 2*time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--json", dir)
+	r := sbd(t, 2*time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--json", dir)
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -409,7 +434,7 @@ modules:
 		logf, _ := os.Create(filepath.Join(state, fmt.Sprintf("pilot-%d.log", i)))
 		defer logf.Close()
 		args := []string{"--server", sock, "pilot", "--app", "1", "--work-root", filepath.Join(state, fmt.Sprintf("w%d", i))}
-		p := exec.Command(binary, args...)
+		p := exec.Command(daemons, args...)
 		p.Stdout, p.Stderr = logf, logf
 		if err := p.Start(); err != nil {
 			t.Fatal(err)
@@ -444,13 +469,17 @@ modules:
 		}
 		t.Fatalf("app wait: exit %d\n%s\n%s\nstatus:\n%s", r.code, r.stdout, r.stderr, st.stdout)
 	}
-	for _, p := range pilots {
+	for i, p := range pilots {
 		done := make(chan error, 1)
 		go func() { done <- p.Wait() }()
 		select {
 		case err := <-done:
 			if err != nil {
-				t.Errorf("pilot exited with %v", err)
+				b, _ := os.ReadFile(filepath.Join(state, fmt.Sprintf("pilot-%d.log", i)))
+				if len(b) > 6000 {
+					b = b[:6000]
+				}
+				t.Errorf("pilot exited with %v:\n%s", err, b)
 			}
 		case <-time.After(60 * time.Second):
 			t.Error("pilot did not leave after the app finished")

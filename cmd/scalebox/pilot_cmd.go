@@ -21,6 +21,7 @@ func pilotCommand() *cli.Command {
 			&cli.StringFlag{Name: "job-id", Usage: "batch job id, for the record"},
 			&cli.StringFlag{Name: "host-name", Usage: "node name to register (default: the host name)"},
 			&cli.StringFlag{Name: "work-root", Usage: "directory for slot work dirs (default: $TMPDIR/scalebox-APP-pilot-ID)"},
+			&cli.StringFlag{Name: "slot-binary", EnvVars: []string{"SCALEBOX_SLOT_BINARY"}, Usage: "scalebox executable that module scripts call (default: this one)"},
 		},
 		Action: func(c *cli.Context) error {
 			addr := c.String("server")
@@ -33,7 +34,10 @@ func pilotCommand() *cli.Command {
 			}
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			self, _ := os.Executable()
+			self := c.String("slot-binary")
+			if self == "" {
+				self, _ = os.Executable()
+			}
 			return pilot.Run(ctx, pilot.Config{
 				Client: client, AppID: c.Int64("app"), Host: c.String("host-name"), Head: c.Bool("head"),
 				JobID: c.String("job-id"), WorkRoot: c.String("work-root"), Server: addr,
