@@ -72,12 +72,26 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		LeaseTTL: s.opts.LeaseTTL, Heartbeat: s.opts.Heartbeat})
 }
 
+// pilotInfo returns a pilot's registration, cached: every lease, report
+// and heartbeat needs it, and it changes only when the pilot leaves.
+func (s *Server) pilotInfo(ctx context.Context, id int64) (*dataflow.PilotInfo, error) {
+	if p, ok := s.pilots.Load(id); ok {
+		return p.(*dataflow.PilotInfo), nil
+	}
+	p, err := s.broker.Pilot(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.pilots.Store(id, p)
+	return p, nil
+}
+
 func (s *Server) pilot(w http.ResponseWriter, r *http.Request) (*dataflow.PilotInfo, bool) {
 	id, ok := pathID(w, r, "pilot")
 	if !ok {
 		return nil, false
 	}
-	p, err := s.broker.Pilot(r.Context(), id)
+	p, err := s.pilotInfo(r.Context(), id)
 	if err != nil {
 		fail(w, err)
 		return nil, false
@@ -159,7 +173,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	p, err := s.broker.Pilot(r.Context(), id)
+	p, err := s.pilotInfo(r.Context(), id)
 	if err != nil {
 		fail(w, err)
 		return
@@ -215,6 +229,9 @@ func (s *Server) leave(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
+	left := *p
+	left.State = "left"
+	s.pilots.Store(p.ID, &left)
 	s.log.Info("pilot left", "pilot", p.ID, "host", p.Host)
 	writeJSON(w, struct{}{})
 }

@@ -56,6 +56,8 @@ type Server struct {
 	token  string
 	lock   *os.File
 
+	pilots sync.Map // pilot id -> *dataflow.PilotInfo
+
 	mu       sync.Mutex
 	changed  chan struct{} // closed and replaced when an app's status changes
 	kick     chan struct{}
@@ -268,6 +270,9 @@ func (s *Server) changes() <-chan struct{} {
 	return s.changed
 }
 
+// finishCoalesce bounds how often reports trigger the quiescence check.
+const finishCoalesce = 20 * time.Millisecond
+
 // kickFinisher asks the finisher to look at quiescence soon.
 func (s *Server) kickFinisher() {
 	select {
@@ -283,6 +288,10 @@ func (s *Server) background(ctx context.Context) {
 	defer finish.Stop()
 	lost := time.NewTicker(s.opts.Heartbeat)
 	defer lost.Stop()
+	// Reports kick the finisher; kicks within finishCoalesce share one check.
+	soon := time.NewTimer(time.Hour)
+	soon.Stop()
+	armed := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -303,6 +312,12 @@ func (s *Server) background(ctx context.Context) {
 		case <-finish.C:
 			s.finishQuiescent(ctx)
 		case <-s.kick:
+			if !armed {
+				soon.Reset(finishCoalesce)
+				armed = true
+			}
+		case <-soon.C:
+			armed = false
 			s.finishQuiescent(ctx)
 		}
 	}

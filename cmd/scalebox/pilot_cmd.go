@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -32,6 +33,9 @@ func pilotCommand() *cli.Command {
 			if err != nil {
 				return withCode(exitUsage, err)
 			}
+			// Daemons allocate many short-lived objects per task; a higher GC
+			// target trades some memory for less collector CPU.
+			debug.SetGCPercent(400)
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			self := c.String("slot-binary")

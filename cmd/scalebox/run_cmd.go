@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -59,6 +60,7 @@ func runAction(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	debug.SetGCPercent(400) // see pilot_cmd.go
 	var client *api.Client
 	var pilots *local.BatchSystem
 	var srv *server.Server
