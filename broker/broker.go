@@ -78,7 +78,7 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		opts.Synchronous = "FULL"
 	}
 	switch strings.ToUpper(opts.Synchronous) {
-	case "FULL", "NORMAL", "EXTRA", "OFF":
+	case "FULL", "NORMAL", "EXTRA":
 	default:
 		return nil, fmt.Errorf("open broker: synchronous %q must be FULL, NORMAL or EXTRA", opts.Synchronous)
 	}

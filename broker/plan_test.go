@@ -1,19 +1,27 @@
 package broker
 
 import (
-	"context"
+	"strings"
 	"testing"
-	"time"
-
-	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
 // The dispatch query must use the partial ready index (goqite's lesson: a
 // lease that scans is 58-77x slower).
 func TestLeaseQueryUsesReadyIndex(t *testing.T) {
 	b, _ := openTest(t)
-	rows, err := b.r.Query(`EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE module_id = ? AND state = 'ready' AND (to_host = '' OR to_host = ?)
+	plan := queryPlan(t, b, `SELECT id FROM tasks WHERE module_id = ? AND state = 'ready' AND (to_host = '' OR to_host = ?)
 		ORDER BY sort_tag, id LIMIT ?`, 1, "h", 5)
+	if want := "USING INDEX tasks_ready"; !contains(plan, want) || contains(plan, "TEMP B-TREE") {
+		t.Fatalf("lease plan:\n%s", plan)
+	}
+}
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// queryPlan returns EXPLAIN QUERY PLAN's details, one per line.
+func queryPlan(t *testing.T, b *Broker, q string, args ...any) string {
+	t.Helper()
+	rows, err := b.r.Query("EXPLAIN QUERY PLAN "+q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,39 +30,12 @@ func TestLeaseQueryUsesReadyIndex(t *testing.T) {
 	for rows.Next() {
 		var id, parent, notused int
 		var detail string
-		rows.Scan(&id, &parent, &notused, &detail)
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
 		plan += detail + "\n"
 	}
-	if want := "USING INDEX tasks_ready"; !contains(plan, want) || contains(plan, "TEMP B-TREE") {
-		t.Fatalf("lease plan:\n%s", plan)
-	}
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
-}
-
-func BenchmarkLeaseOne(b *testing.B) {
-	ctx := context.Background()
-	br, err := Open(ctx, b.TempDir()+"/s.db", Options{Synchronous: "OFF"})
-	if err != nil {
-		b.Skip(err)
-	}
-	defer br.Close()
-	app, _ := br.CreateApp(ctx, testApp(nil), nil)
-	pilot, _ := br.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h"})
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		br.AddTasks(ctx, app, []dataflow.Message{{Module: "a", Body: "t" + time.Now().String()}})
-		b.StartTimer()
-		br.Lease(ctx, LeaseRequest{AppID: app, PilotID: pilot, Host: "h", Wants: []dataflow.Want{{Module: "a", Max: 1}}, TTL: time.Minute})
-	}
+	return plan
 }
 
 // The finisher runs the quiescence check after every report: it must not
@@ -62,18 +43,7 @@ func BenchmarkLeaseOne(b *testing.B) {
 func TestQuiescenceQueryDoesNotScan(t *testing.T) {
 	b, _ := openTest(t)
 	for _, q := range []string{activeQuery, "SELECT EXISTS (SELECT 1 FROM tasks WHERE app_id = ?1 AND state = 'failed') AND ?2"} {
-		rows, err := b.r.Query("EXPLAIN QUERY PLAN "+q, 1, 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan := ""
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			rows.Scan(&id, &parent, &notused, &detail)
-			plan += detail + "\n"
-		}
-		rows.Close()
+		plan := queryPlan(t, b, q, 1, 1)
 		// Scanning a partial index (a few retrying tasks) is fine; a scan
 		// of the table is not.
 		if contains(plan, "SCAN tasks\n") {

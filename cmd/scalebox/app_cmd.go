@@ -23,16 +23,7 @@ func appCommand() *cli.Command {
 				Name: "create", Usage: "create an app from DIR/app.yaml and print its id", ArgsUsage: "[DIR|app.yaml] [START_TASK...]",
 				Flags: []cli.Flag{&cli.StringFlag{Name: "env-file", Usage: "variables file instead of DIR/scalebox.env"}, jsonFlag},
 				Action: func(c *cli.Context) error {
-					path := "."
-					args := c.Args().Slice()
-					if len(args) > 0 {
-						path, args = args[0], args[1:]
-					}
-					app, err := loadApp(c, path)
-					if err != nil {
-						return err
-					}
-					extra, err := startTasks(c, args)
+					app, extra, err := appFromArgs(c)
 					if err != nil {
 						return err
 					}

@@ -45,16 +45,7 @@ message line each. Exits 0 only if the app FINISHED.`,
 }
 
 func runAction(c *cli.Context) error {
-	path := "."
-	args := c.Args().Slice()
-	if len(args) > 0 {
-		path, args = args[0], args[1:]
-	}
-	app, err := loadApp(c, path)
-	if err != nil {
-		return err
-	}
-	extra, err := startTasks(c, args)
+	app, extra, err := appFromArgs(c)
 	if err != nil {
 		return err
 	}
@@ -159,6 +150,24 @@ func appExit(info *dataflow.AppInfo) error {
 	default:
 		return withCode(exitFailed, fmt.Errorf("app %d ended %s", info.ID, info.Status))
 	}
+}
+
+// appFromArgs reads `[DIR|app.yaml] [START_TASK...|-]` (run, app create).
+func appFromArgs(c *cli.Context) (*dataflow.App, []dataflow.Message, error) {
+	path := "."
+	args := c.Args().Slice()
+	if len(args) > 0 {
+		path, args = args[0], args[1:]
+	}
+	app, err := loadApp(c, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	extra, err := startTasks(c, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	return app, extra, nil
 }
 
 func loadApp(c *cli.Context, path string) (*dataflow.App, error) {
