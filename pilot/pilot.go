@@ -35,19 +35,22 @@ type Config struct {
 	TokenFile string
 	// Binary is the scalebox executable, put first on the scripts' PATH.
 	Binary string
-	Log    *slog.Logger
+	// HeadTimeout: stop after the head has not answered for this long (0: never).
+	HeadTimeout time.Duration
+	Log         *slog.Logger
 }
 
 // Pilot is one running node agent.
 type Pilot struct {
-	cfg     Config
-	reg     *api.Registered
-	log     *slog.Logger
-	rep     *reporter
-	stop    context.CancelFunc
-	stopMu  sync.Mutex
-	ended   dataflow.AppStatus
-	feeders []*feeder
+	cfg      Config
+	reg      *api.Registered
+	log      *slog.Logger
+	rep      *reporter
+	stop     context.CancelFunc
+	stopMu   sync.Mutex
+	ended    dataflow.AppStatus
+	headLost error // set when the pilot stopped because the head was gone
+	feeders  []*feeder
 
 	heldMu sync.Mutex
 	held   map[int64]bool // tasks leased to this pilot and not yet reported
@@ -144,7 +147,9 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("leave", "err", err)
 	}
 	log.Info("pilot done", "app_status", p.appStatusValue())
-	return nil
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	return p.headLost
 }
 
 func register(ctx context.Context, cfg Config) (*api.Registered, error) {
@@ -207,6 +212,7 @@ func (p *Pilot) heartbeats(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	lastOK := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -215,14 +221,27 @@ func (p *Pilot) heartbeats(ctx context.Context) {
 		}
 		beat, err := p.cfg.Client.Heartbeat(ctx, p.reg.PilotID, api.Heartbeat{Held: p.heldIDs()})
 		if err != nil {
-			if ctx.Err() == nil {
-				p.log.Warn("heartbeat failed; head unreachable, tasks go on", "err", err)
-				if api.IsConflict(err) || api.IsNotFound(err) {
-					p.appEnded(dataflow.AppCancelled)
-				}
+			if ctx.Err() != nil {
+				return
 			}
+			if api.IsConflict(err) || api.IsNotFound(err) {
+				p.appEnded(dataflow.AppCancelled)
+				return
+			}
+			// Past HeadTimeout our leases have long expired and the tasks run
+			// elsewhere: stop rather than hold the allocation for nothing.
+			if gone := time.Since(lastOK); p.cfg.HeadTimeout > 0 && gone > p.cfg.HeadTimeout {
+				p.stopMu.Lock()
+				p.headLost = fmt.Errorf("head unreachable for %s: %w", gone.Round(time.Second), err)
+				p.stopMu.Unlock()
+				p.log.Error("pilot gives up", "err", p.headLost)
+				p.stop()
+				return
+			}
+			p.log.Warn("heartbeat failed; head unreachable, tasks go on", "err", err)
 			continue
 		}
+		lastOK = time.Now()
 		p.appEnded(beat.AppStatus)
 	}
 }

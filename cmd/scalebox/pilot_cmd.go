@@ -5,6 +5,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -22,6 +23,7 @@ func pilotCommand() *cli.Command {
 			&cli.StringFlag{Name: "job-id", Usage: "batch job id, for the record"},
 			&cli.StringFlag{Name: "host-name", Usage: "node name to register (default: the host name)"},
 			&cli.StringFlag{Name: "work-root", Usage: "directory for slot work dirs (default: $TMPDIR/scalebox-APP-pilot-ID)"},
+			&cli.DurationFlag{Name: "head-timeout", Value: 10 * time.Minute, Usage: "stop when the head has not answered for this long (0: never)"},
 			&cli.StringFlag{Name: "slot-binary", EnvVars: []string{"SCALEBOX_SLOT_BINARY"}, Usage: "scalebox executable that module scripts call (default: this one)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -45,7 +47,7 @@ func pilotCommand() *cli.Command {
 			return pilot.Run(ctx, pilot.Config{
 				Client: client, AppID: c.Int64("app"), Host: c.String("host-name"), Head: c.Bool("head"),
 				JobID: c.String("job-id"), WorkRoot: c.String("work-root"), Server: addr,
-				TokenFile: c.String("token-file"), Binary: self,
+				TokenFile: c.String("token-file"), Binary: self, HeadTimeout: c.Duration("head-timeout"),
 			})
 		},
 	}
