@@ -134,14 +134,18 @@ func Run(ctx context.Context, cfg Config) error {
 	// the head is unreachable, for as long as the leases could still count.
 	repCancel()
 	<-repDone
-	flushCtx, flushCancel := context.WithTimeout(context.Background(), reg.LeaseTTL+10*time.Second)
+	flushFor, leaveFor := reg.LeaseTTL+10*time.Second, 10*time.Second
+	if p.lostHead() {
+		flushFor, leaveFor = 2*time.Second, 2*time.Second // nobody is there to hear it
+	}
+	flushCtx, flushCancel := context.WithTimeout(context.Background(), flushFor)
 	p.rep.flushAll(flushCtx)
 	flushCancel()
 	var release []dataflow.LeasedTask
 	for _, f := range p.feeders {
 		release = append(release, f.drain()...)
 	}
-	leaveCtx, leaveCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	leaveCtx, leaveCancel := context.WithTimeout(context.Background(), leaveFor)
 	defer leaveCancel()
 	if err := cfg.Client.Leave(leaveCtx, reg.PilotID, api.Leave{Release: release}); err != nil && !api.IsConflict(err) {
 		log.Warn("leave", "err", err)
@@ -198,6 +202,12 @@ func (p *Pilot) appEnded(st dataflow.AppStatus) {
 }
 
 func (p *Pilot) appStatus(st dataflow.AppStatus) { p.appEnded(st) }
+
+func (p *Pilot) lostHead() bool {
+	p.stopMu.Lock()
+	defer p.stopMu.Unlock()
+	return p.headLost != nil
+}
 
 func (p *Pilot) appStatusValue() dataflow.AppStatus {
 	p.stopMu.Lock()

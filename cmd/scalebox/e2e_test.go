@@ -508,3 +508,44 @@ modules:
 	lost := queryInt(t, db, "SELECT count(*) FROM task_execs WHERE exit_code <> 0")
 	t.Logf("non-zero exec records (lost attempts): %d", lost)
 }
+
+// A pilot whose head is gone for longer than --head-timeout stops and says
+// why, instead of holding its allocation.
+func TestPilotGivesUpWithoutHead(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"app.yaml": "name: lonely\nmodules:\n  m:\n    base_image: host\n    arguments: {code_path: ./m}\n    parameters: {start_task: x}\n",
+		"m/run.sh": "#!/bin/sh\nsleep 60\n",
+	})
+	state := stateDir(t)
+	srv := startServer(t, state)
+	if r := sb(t, time.Minute, "--state-dir", state, "app", "create", dir); r.code != 0 {
+		t.Fatalf("app create: %s", r.stderr)
+	}
+	var out bytes.Buffer
+	p := exec.Command(daemons, "--server", "unix://"+filepath.Join(state, "scalebox.sock"), "pilot", "--app", "1", "--head-timeout", "2s")
+	p.Stdout, p.Stderr = &out, &out
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Process.Kill()
+	db := openDB(t, state)
+	deadline := time.Now().Add(30 * time.Second)
+	for queryInt(t, db, "SELECT count(*) FROM tasks WHERE state IN ('leased','running')") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("task never leased:\n%s", out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	srv.Process.Kill()
+	srv.Wait()
+	done := make(chan error, 1)
+	go func() { done <- p.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(out.String(), "head unreachable") {
+			t.Fatalf("pilot exit %v, output:\n%s", err, out.String())
+		}
+	case <-time.After(40 * time.Second):
+		t.Fatalf("pilot still running 40 s after its head died:\n%s", out.String())
+	}
+}
