@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
+	"slices"
 
 	"github.com/scalebox-hpc/scalebox/dataflow"
 )
@@ -177,7 +177,7 @@ func (b *Broker) AppIDs() []int64 {
 	for id := range b.apps {
 		ids = append(ids, id)
 	}
-	sortInt64(ids)
+	slices.Sort(ids)
 	return ids
 }
 
@@ -361,13 +361,3 @@ func (b *Broker) AppInfo(ctx context.Context, appID int64) (*dataflow.AppInfo, e
 	}
 	return info, nil
 }
-
-func sortInt64(s []int64) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
-var _ = time.Second

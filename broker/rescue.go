@@ -68,5 +68,3 @@ func (b *Broker) Rescue(ctx context.Context) (RescueResult, error) {
 	}
 	return rr, nil
 }
-
-var _ = sql.ErrNoRows

@@ -6,7 +6,6 @@ package pilot
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -270,5 +269,3 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 func jitter(d time.Duration) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
-
-var errStopped = errors.New("pilot stopping")
