@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/dataflow"
@@ -110,7 +111,10 @@ func FuzzAPI(f *testing.F) {
 	f.Add(uint8(2), []byte(`{"status":"FINISHED"}`))
 	f.Fuzz(func(t *testing.T, which uint8, body []byte) {
 		path := paths[int(which)%len(paths)]
-		req := httptest.NewRequest("POST", path, bytes.NewReader(body))
+		// Long polls (lease, wait) end with the request's context.
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		req := httptest.NewRequest("POST", path, bytes.NewReader(body)).WithContext(ctx)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code == http.StatusInternalServerError && strings.Contains(rec.Body.String(), "internal error") {
