@@ -7,9 +7,10 @@ import (
 )
 
 // bulkSizes are the row counts of the multi-row INSERT statements used:
-// any count is split into these, so only a few statement texts exist and
-// all stay in the prepared-statement cache.
-var bulkSizes = []int{256, 64, 8, 1}
+// any count is split into powers of two (100 rows = 64 + 32 + 4, three
+// statements), so only a few statement texts exist and all stay in the
+// prepared-statement cache.
+var bulkSizes = []int{256, 128, 64, 32, 16, 8, 4, 2, 1}
 
 var bulkSQL sync.Map // key: head|tail|cols|rows -> statement text
 
