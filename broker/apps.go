@@ -223,9 +223,18 @@ func (b *Broker) setAppStatus(tx *sql.Tx, appID int64, status dataflow.AppStatus
 	}
 	now := ms(b.now())
 	if status.Done() {
-		if _, err := tx.Exec(`UPDATE tasks SET state = 'cancelled', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ?
-			WHERE app_id = ? AND state IN ('initial','ready','leased','running','retrying')`, now, appID); err != nil {
-			return err
+		// One statement per unfinished state, each through its partial
+		// index: ending an app never scans the tasks of every app.
+		for _, where := range []string{
+			"state = 'ready' AND module_id IN (SELECT id FROM modules WHERE app_id = ?)",
+			"state IN ('leased','running') AND lease_deadline IS NOT NULL AND app_id = ?",
+			"state = 'retrying' AND available_at IS NOT NULL AND app_id = ?",
+			"state = 'initial' AND app_id = ?",
+		} {
+			if _, err := tx.Exec(`UPDATE tasks SET state = 'cancelled', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL,
+				updated_at = ? WHERE `+where, now, appID); err != nil {
+				return err
+			}
 		}
 		if _, err := tx.Exec("UPDATE apps SET status = ?, result = ?, finished_at = ? WHERE id = ?", status, nullStr(result), now, appID); err != nil {
 			return err

@@ -314,10 +314,11 @@ func (b *Broker) commit(batch []*op) {
 				o.err = runGuarded(tx, o.fn)
 			}
 			if o.err != nil {
+				// Ops change the in-memory cache only as their last step, so
+				// a failed op left it as it was.
 				tx.Rollback()
-				close(o.done)
-				b.reloadCache()
 				clear(b.touched)
+				close(o.done)
 				return
 			}
 		} else {

@@ -220,3 +220,45 @@ func TestHeartbeatExtendsOnlyHeldLeases(t *testing.T) {
 		t.Fatal("unheld lease was not returned to ready through the retry rules")
 	}
 }
+
+// countsConsistent fails when task_counts disagrees with the tasks table.
+func countsConsistent(t *testing.T, b *Broker) {
+	t.Helper()
+	bad := count(t, b, `SELECT count(*) FROM (SELECT module_id, state, count(*) AS n FROM tasks GROUP BY module_id, state) g
+		WHERE g.n <> coalesce((SELECT n FROM task_counts c WHERE c.module_id = g.module_id AND c.state = g.state), 0)`)
+	extra := count(t, b, `SELECT count(*) FROM task_counts c WHERE n > 0
+		AND n <> (SELECT count(*) FROM tasks t WHERE t.module_id = c.module_id AND t.state = c.state)`)
+	if bad+extra > 0 {
+		t.Fatalf("task_counts disagrees with tasks in %d rows", bad+extra)
+	}
+}
+
+func TestCancelEndsEveryUnfinishedState(t *testing.T) {
+	ctx := context.Background()
+	b, _ := openTest(t)
+	rules, _ := dataflow.ParseRetryRules([]string{"5:3"})
+	app, _ := b.CreateApp(ctx, testApp(rules), []dataflow.Message{{Body: "done"}, {Body: "leased"}, {Body: "retrying"}, {Body: "ready"}})
+	pilot, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h"})
+	l1 := leaseOne(t, b, app, pilot, "a")
+	leaseOne(t, b, app, pilot, "a")
+	l3 := leaseOne(t, b, app, pilot, "a")
+	if _, err := b.Complete(ctx, Report{PilotID: pilot, Completions: []dataflow.Completion{
+		{TaskID: l1.ID, Gen: l1.Gen, Messages: []dataflow.Message{{Body: "next"}}}, {TaskID: l3.ID, Gen: l3.Gen, ExitCode: 5}}}); err != nil {
+		t.Fatal(err)
+	}
+	countsConsistent(t, b)
+	if err := b.SetAppStatus(ctx, app, dataflow.AppCancelled, ""); err != nil {
+		t.Fatal(err)
+	}
+	// l1's message to b plus the three unfinished tasks of a are cancelled.
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE state = 'cancelled'"); n != 4 {
+		t.Fatalf("%d cancelled, want 4", n)
+	}
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE state NOT IN ('cancelled','succeeded')"); n != 0 {
+		t.Fatalf("%d tasks left unfinished", n)
+	}
+	countsConsistent(t, b)
+	if err := b.SetAppStatus(ctx, app, dataflow.AppFinished, ""); err == nil {
+		t.Fatal("ending an ended app was accepted")
+	}
+}

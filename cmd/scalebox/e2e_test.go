@@ -499,6 +499,8 @@ modules:
 		{"second-module tasks", "SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'second'", starts},
 		{"distinct second-module bodies", "SELECT count(DISTINCT body) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'second'", starts},
 		{"app finished", "SELECT count(*) FROM apps WHERE status = 'FINISHED'", 1},
+		{"task_counts rows that disagree with the tasks", `SELECT count(*) FROM (SELECT module_id, state, count(*) AS n FROM tasks GROUP BY module_id, state) g
+			WHERE g.n <> coalesce((SELECT n FROM task_counts c WHERE c.module_id = g.module_id AND c.state = g.state), 0)`, 0},
 	}
 	for _, c := range checks {
 		if got := queryInt(t, db, c.q); got != c.want {
