@@ -79,6 +79,13 @@ func loadTaskRow(tx *sql.Tx, id int64) (taskRow, error) {
 
 // loadTaskRows reads many tasks with one statement.
 func loadTaskRows(tx *sql.Tx, ids []int64) (map[int64]taskRow, error) {
+	if len(ids) == 1 {
+		t, err := loadTaskRow(tx, ids[0])
+		if errors.Is(err, sql.ErrNoRows) {
+			return map[int64]taskRow{}, nil
+		}
+		return map[int64]taskRow{t.id: t}, err
+	}
 	js, _ := json.Marshal(ids)
 	rows, err := tx.Query(`SELECT id, app_id, module_id, state, lease_gen, lease_pilot, attempts, fail_counts, headers FROM tasks
 		WHERE id IN (SELECT value FROM json_each(?))`, string(js))
@@ -174,10 +181,17 @@ func (b *Broker) completeBatch(tx *sql.Tx, now time.Time, pilotID int64, cs []da
 		res.Status = dataflow.ReportAccepted
 		results[i] = res
 	}
-	if len(succeeded) > 0 {
+	const succeed = `UPDATE tasks SET state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
+		lease_deadline = NULL, updated_at = ?1 WHERE id `
+	switch len(succeeded) {
+	case 0:
+	case 1:
+		if _, err := tx.Exec(succeed+"= ?2", ms(now), succeeded[0]); err != nil {
+			return nil, err
+		}
+	default:
 		js, _ := json.Marshal(succeeded)
-		if _, err := tx.Exec(`UPDATE tasks SET state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
-			lease_deadline = NULL, updated_at = ? WHERE id IN (SELECT value FROM json_each(?))`, ms(now), string(js)); err != nil {
+		if _, err := tx.Exec(succeed+"IN (SELECT value FROM json_each(?2))", ms(now), string(js)); err != nil {
 			return nil, err
 		}
 	}

@@ -20,6 +20,18 @@ type LeaseRequest struct {
 	TTL     time.Duration
 }
 
+// The lease statement: one UPDATE ... RETURNING over the partial ready
+// index (goqite's ReceiveTx pattern). "id = (subquery)" is cheaper than
+// "id IN (subquery)" when one task is wanted.
+const (
+	leaseSet = `UPDATE tasks SET state = 'leased', lease_pilot = ?1, lease_slot = NULL, lease_deadline = ?2,
+		lease_gen = lease_gen + 1, updated_at = ?3 WHERE id `
+	leasePick = `(SELECT id FROM tasks WHERE module_id = ?4 AND state = 'ready' AND (to_host = '' OR to_host = ?5)
+		ORDER BY sort_tag, id LIMIT ?6) RETURNING id, body, headers, lease_gen, attempts, sort_tag`
+	leaseBatch = leaseSet + "IN " + leasePick
+	leaseFirst = leaseSet + "= " + leasePick
+)
+
 // Lease claims ready tasks for a pilot in one commit: for each wanted
 // module, the oldest ready tasks (by sort_tag, then id) that are not bound
 // to another host. Each leased task's generation is incremented; only a
@@ -50,12 +62,11 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 		now := b.now()
 		deadline := ms(now.Add(req.TTL))
 		for _, t := range targets {
-			rows, err := tx.Query(`UPDATE tasks SET state = 'leased', lease_pilot = ?, lease_slot = NULL, lease_deadline = ?,
-					lease_gen = lease_gen + 1, updated_at = ?
-				WHERE id IN (SELECT id FROM tasks WHERE module_id = ? AND state = 'ready' AND (to_host = '' OR to_host = ?)
-					ORDER BY sort_tag, id LIMIT ?)
-				RETURNING id, body, headers, lease_gen, attempts, sort_tag`,
-				req.PilotID, deadline, ms(now), t.id, req.Host, t.max)
+			q := leaseBatch
+			if t.max == 1 {
+				q = leaseFirst
+			}
+			rows, err := tx.Query(q, req.PilotID, deadline, ms(now), t.id, req.Host, t.max)
 			if err != nil {
 				return err
 			}
