@@ -10,12 +10,20 @@ import (
 	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
-// Report batching: a batch goes when it holds maxBatch completions or its
-// oldest entry has waited flushAfter.
+// Report batching: completions go when maxBatch of them wait or the oldest
+// has waited flushAfter. A "started" note is held for startedDelay and
+// dropped if the task ends first: for short tasks the running state would
+// cost a write per task and tell nobody anything.
 const (
-	maxBatch   = 256
-	flushAfter = 10 * time.Millisecond
+	maxBatch     = 256
+	flushAfter   = 10 * time.Millisecond
+	startedDelay = time.Second
 )
+
+type startedNote struct {
+	dataflow.Started
+	at time.Time
+}
 
 // reporter sends started notes and completions to the head in batches and
 // keeps retrying while the head is unreachable: the fencing generation
@@ -28,34 +36,36 @@ type reporter struct {
 	answered func(ids []int64) // completions the head has answered
 
 	mu      sync.Mutex
-	started []dataflow.Started
+	started []startedNote // oldest first
 	done    []dataflow.Completion
-	first   time.Time
+	first   time.Time // when the oldest waiting completion arrived
 	kick    chan struct{}
 	sending bool
 }
 
 func newReporter(c *api.Client, pilotID int64, log *slog.Logger, onStatus func(dataflow.AppStatus), answered func([]int64)) *reporter {
-	r := &reporter{client: c, pilotID: pilotID, log: log, onStatus: onStatus, answered: answered, kick: make(chan struct{}, 1)}
-	return r
+	return &reporter{client: c, pilotID: pilotID, log: log, onStatus: onStatus, answered: answered, kick: make(chan struct{}, 1)}
 }
 
 func (r *reporter) addStarted(s dataflow.Started) {
 	r.mu.Lock()
-	if len(r.started) == 0 && len(r.done) == 0 {
-		r.first = time.Now()
-	}
-	r.started = append(r.started, s)
+	r.started = append(r.started, startedNote{s, time.Now()})
 	r.mu.Unlock()
 	r.poke()
 }
 
 func (r *reporter) addCompletion(c dataflow.Completion) {
 	r.mu.Lock()
-	if len(r.started) == 0 && len(r.done) == 0 {
+	if len(r.done) == 0 {
 		r.first = time.Now()
 	}
 	r.done = append(r.done, c)
+	for i, s := range r.started {
+		if s.TaskID == c.TaskID {
+			r.started = append(r.started[:i], r.started[i+1:]...)
+			break
+		}
+	}
 	r.mu.Unlock()
 	r.poke()
 }
@@ -65,6 +75,29 @@ func (r *reporter) poke() {
 	case r.kick <- struct{}{}:
 	default:
 	}
+}
+
+// due reports whether a batch should go now, else how long until one
+// should (negative: nothing pending). mu held.
+func (r *reporter) due(now time.Time) (bool, time.Duration) {
+	wait := time.Duration(-1)
+	if len(r.done) > 0 {
+		left := flushAfter - now.Sub(r.first)
+		if len(r.done) >= maxBatch || left <= 0 {
+			return true, 0
+		}
+		wait = left
+	}
+	if len(r.started) > 0 {
+		left := startedDelay - now.Sub(r.started[0].at)
+		if left <= 0 {
+			return true, 0
+		}
+		if wait < 0 || left < wait {
+			wait = left
+		}
+	}
+	return false, wait
 }
 
 func (r *reporter) run(ctx context.Context) {
@@ -78,23 +111,20 @@ func (r *reporter) run(ctx context.Context) {
 		case <-t.C:
 		}
 		r.mu.Lock()
-		pending := len(r.started) + len(r.done)
-		full := len(r.done) >= maxBatch
-		wait := flushAfter - time.Since(r.first)
+		now, wait := r.due(time.Now())
 		r.mu.Unlock()
-		if pending == 0 {
-			continue
-		}
-		if !full && wait > 0 {
+		switch {
+		case now:
+			r.send(ctx)
+			t.Reset(0)
+		case wait >= 0:
 			t.Reset(wait)
-			continue
 		}
-		r.send(ctx)
-		t.Reset(0)
 	}
 }
 
-// send delivers what is pending, retrying until it is accepted or ctx ends.
+// send delivers up to maxBatch completions and the started notes that are
+// due, retrying until the head answers or ctx ends.
 func (r *reporter) send(ctx context.Context) {
 	r.mu.Lock()
 	if r.sending {
@@ -103,8 +133,15 @@ func (r *reporter) send(ctx context.Context) {
 	}
 	r.sending = true
 	n := min(len(r.done), maxBatch)
-	batch := api.Report{Started: r.started, Completions: append([]dataflow.Completion(nil), r.done[:n]...)}
-	r.started = nil
+	batch := api.Report{Completions: append([]dataflow.Completion(nil), r.done[:n]...)}
+	cut := time.Now().Add(-startedDelay)
+	k := 0
+	for k < len(r.started) && !r.started[k].at.After(cut) {
+		batch.Started = append(batch.Started, r.started[k].Started)
+		k++
+	}
+	notes := append([]startedNote(nil), r.started[:k]...)
+	r.started = r.started[k:]
 	r.mu.Unlock()
 	backoff := 100 * time.Millisecond
 	for {
@@ -124,9 +161,9 @@ func (r *reporter) send(ctx context.Context) {
 			break
 		}
 		if ctx.Err() != nil {
-			// Put the batch back for a later flush.
+			// Keep the notes for a later flush; the completions were never removed.
 			r.mu.Lock()
-			r.started = append(batch.Started, r.started...)
+			r.started = append(notes, r.started...)
 			r.sending = false
 			r.mu.Unlock()
 			return
@@ -143,19 +180,20 @@ func (r *reporter) send(ctx context.Context) {
 	}
 	r.mu.Lock()
 	r.done = r.done[n:]
-	r.sending = false
-	if len(r.started)+len(r.done) > 0 {
+	if len(r.done) > 0 {
 		r.first = time.Now().Add(-flushAfter)
 	}
+	r.sending = false
 	r.mu.Unlock()
 }
 
-// flushAll sends everything pending before ctx ends. Call it only after
-// run has returned.
+// flushAll sends every waiting completion before ctx ends. Call it only
+// after run has returned. Started notes of tasks that never ended are
+// dropped: the leases say the same.
 func (r *reporter) flushAll(ctx context.Context) {
 	for ctx.Err() == nil {
 		r.mu.Lock()
-		pending := len(r.started) + len(r.done)
+		pending := len(r.done)
 		r.mu.Unlock()
 		if pending == 0 {
 			return
