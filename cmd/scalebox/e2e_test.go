@@ -171,6 +171,10 @@ func TestPrimesRunJSON(t *testing.T) {
 	if r.code != 2 {
 		t.Fatalf("absent semaphore: exit %d, want 2", r.code)
 	}
+	r = sb(t, time.Minute, "--state-dir", state, "semaphore", "list")
+	if !regexp.MustCompile(`(?m)^primes\s+78498$`).MatchString(r.stdout) {
+		t.Fatalf("semaphore list:\n%s", r.stdout)
+	}
 	r = sb(t, time.Minute, "--state-dir", state, "semaphore", "get", "p.*")
 	var m map[string]int64
 	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil || m["primes"] != 78498 || m["pending"] != 0 {

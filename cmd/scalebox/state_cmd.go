@@ -91,15 +91,7 @@ func semaphoreCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					if c.Bool("json") {
-						return printJSON(c, m)
-					}
-					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "NAME\tVALUE")
-					for _, k := range sortedKeys(m) {
-						fmt.Fprintf(w, "%s\t%d\n", k, m[k])
-					}
-					return w.Flush()
+					return printNameValues(c, m)
 				},
 			},
 		},
@@ -164,15 +156,7 @@ func variableCommand() *cli.Command {
 					if err != nil {
 						return err
 					}
-					if c.Bool("json") {
-						return printJSON(c, m)
-					}
-					w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(w, "NAME\tVALUE")
-					for _, k := range sortedKeys(m) {
-						fmt.Fprintf(w, "%s\t%s\n", k, m[k])
-					}
-					return w.Flush()
+					return printNameValues(c, m)
 				},
 			},
 		},
@@ -216,4 +200,17 @@ func stateChange(c *cli.Context, op dataflow.StateOp) error {
 		fmt.Fprintln(c.App.Writer, v)
 	}
 	return nil
+}
+
+// printNameValues prints a semaphore or variable listing, as JSON with --json.
+func printNameValues[V any](c *cli.Context, m map[string]V) error {
+	if c.Bool("json") {
+		return printJSON(c, m)
+	}
+	w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tVALUE")
+	for _, k := range sortedKeys(m) {
+		fmt.Fprintf(w, "%s\t%v\n", k, m[k])
+	}
+	return w.Flush()
 }
