@@ -555,3 +555,21 @@ func TestPilotGivesUpWithoutHead(t *testing.T) {
 		t.Fatalf("pilot still running 40 s after its head died:\n%s", out.String())
 	}
 }
+
+// A task that runs longer than the lease TTL keeps its lease through
+// heartbeats: one attempt, no "lost" record.
+func TestHeartbeatsKeepLongTasks(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"app.yaml": "name: long\nmodules:\n  m:\n    base_image: host\n    arguments: {code_path: ./m}\n    parameters: {start_task: x}\n",
+		"m/run.sh": "#!/bin/sh\nsleep 4\n",
+	})
+	state := stateDir(t)
+	r := sbd(t, time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--lease-ttl", "1500ms", "--pilots", "1", dir)
+	if r.code != 0 {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	db := openDB(t, state)
+	if n := queryInt(t, db, "SELECT count(*) FROM task_execs"); n != 1 {
+		t.Fatalf("%d exec records for a task longer than its lease TTL, want 1 (heartbeats must keep it)", n)
+	}
+}

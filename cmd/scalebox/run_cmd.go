@@ -38,6 +38,7 @@ message line each. Exits 0 only if the app FINISHED.`,
 			&cli.StringFlag{Name: "env-file", Usage: "variables file to use instead of DIR/scalebox.env"},
 			&cli.DurationFlag{Name: "timeout", Usage: "cancel the app if it runs longer (0: no limit)"},
 			&cli.StringFlag{Name: "synchronous", Value: "FULL", Usage: "SQLite synchronous mode of the embedded server (FULL or NORMAL)"},
+			&cli.DurationFlag{Name: "lease-ttl", Value: 30 * time.Second, Usage: "embedded server: how long a lease survives without a heartbeat"},
 			jsonFlag,
 		},
 		Action: runAction,
@@ -66,6 +67,7 @@ func runAction(c *cli.Context) error {
 			return usageErr("--pilots must be at least 1")
 		}
 		srv, err = server.Open(ctx, server.Options{StateDir: stateDir, Synchronous: c.String("synchronous"), Version: version,
+			LeaseTTL: c.Duration("lease-ttl"),
 			Log: slog.Default().With("component", "server")})
 		if err != nil {
 			return withCode(exitNoServer, err)
