@@ -28,6 +28,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseMessageLine$$' -fuzztime $(FUZZTIME) ./dataflow
 	$(GO) test -run '^$$' -fuzz '^FuzzParseEnvFile$$' -fuzztime $(FUZZTIME) ./dataflow
 	$(GO) test -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzReadOutputs$$' -fuzztime $(FUZZTIME) ./pilot
 
 test: lint unit fuzz
 

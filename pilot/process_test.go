@@ -137,3 +137,37 @@ func TestReadOutputs(t *testing.T) {
 		t.Fatalf("bad sink line not reported: %v", out.Problems)
 	}
 }
+
+// FuzzReadOutputs writes arbitrary bytes into every interface file a module
+// can leave: reading them must never panic, only report problems.
+func FuzzReadOutputs(f *testing.F) {
+	f.Add([]byte("a\nm,b,{\"k\":\"v\"}\n"))
+	f.Add([]byte("statusCode: x\n"))
+	f.Add([]byte("2024-01-02T03:04:05Z,start\nx,y\n"))
+	f.Add([]byte("{\"kind\":\"semaphore\"}\n{bad\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		dir := t.TempDir()
+		for name := range interfaceFiles {
+			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		readOutputs(dir)
+	})
+}
+
+func TestRemovedFilesSparesTheWorkDir(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "work")
+	os.MkdirAll(dir, 0o700)
+	victim := filepath.Join(dir, "out.dat")
+	os.WriteFile(victim, []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(dir, RemovedFilesFile), []byte(".\n..\n"+root+"\nout.dat\n"), 0o600)
+	readOutputs(dir)
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatal("removed-files.txt deleted the work dir")
+	}
+	if _, err := os.Stat(victim); err == nil {
+		t.Fatal("a listed file was not removed")
+	}
+}

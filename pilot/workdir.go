@@ -253,9 +253,14 @@ func sumFiles(dir, file string) int64 {
 	return total
 }
 
+// removeListed deletes the paths of removed-files.txt, except the work dir
+// itself and its parents: a stray "." or "/" must not take the slot down.
 func removeListed(dir, file string) {
 	paths, _ := listedPaths(dir, file)
 	for _, p := range paths {
+		if rel, err := filepath.Rel(filepath.Clean(p), dir); err == nil && !strings.HasPrefix(rel, "..") {
+			continue
+		}
 		os.RemoveAll(p)
 	}
 }
