@@ -68,7 +68,7 @@ func runAction(c *cli.Context) error {
 		}
 		srv, err = server.Open(ctx, server.Options{StateDir: stateDir, Synchronous: c.String("synchronous"), Version: version,
 			LeaseTTL: c.Duration("lease-ttl"),
-			Log: slog.Default().With("component", "server")})
+			Log:      slog.Default().With("component", "server")})
 		if err != nil {
 			return withCode(exitNoServer, err)
 		}
