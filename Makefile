@@ -5,6 +5,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 # How long each fuzz target runs under `make test` (CI runs them briefly).
 FUZZTIME ?= 15s
+# Minimizing a new interesting input is not counted in -fuzztime and may run
+# past it (then `go test` fails with "context deadline exceeded"); keep it short.
+FUZZMIN ?= 2s
 DEMO_STATE ?= .scalebox/demo
 
 .PHONY: build demo test unit fuzz lint bench ci clean
@@ -24,11 +27,11 @@ unit:
 	$(GO) test -race -count=1 -timeout 30m ./...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseApp$$' -fuzztime $(FUZZTIME) ./dataflow
-	$(GO) test -run '^$$' -fuzz '^FuzzParseMessageLine$$' -fuzztime $(FUZZTIME) ./dataflow
-	$(GO) test -run '^$$' -fuzz '^FuzzParseEnvFile$$' -fuzztime $(FUZZTIME) ./dataflow
-	$(GO) test -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME) ./server
-	$(GO) test -run '^$$' -fuzz '^FuzzReadOutputs$$' -fuzztime $(FUZZTIME) ./pilot
+	$(GO) test -run '^$$' -fuzz '^FuzzParseApp$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./dataflow
+	$(GO) test -run '^$$' -fuzz '^FuzzParseMessageLine$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./dataflow
+	$(GO) test -run '^$$' -fuzz '^FuzzParseEnvFile$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./dataflow
+	$(GO) test -run '^$$' -fuzz '^FuzzAPI$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzReadOutputs$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./pilot
 
 test: lint unit fuzz
 
