@@ -561,10 +561,10 @@ func TestPilotGivesUpWithoutHead(t *testing.T) {
 func TestHeartbeatsKeepLongTasks(t *testing.T) {
 	dir := writeFiles(t, map[string]string{
 		"app.yaml": "name: long\nmodules:\n  m:\n    base_image: host\n    arguments: {code_path: ./m}\n    parameters: {start_task: x}\n",
-		"m/run.sh": "#!/bin/sh\nsleep 4\n",
+		"m/run.sh": "#!/bin/sh\nsleep 7\n",
 	})
 	state := stateDir(t)
-	r := sbd(t, time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--lease-ttl", "1500ms", "--pilots", "1", dir)
+	r := sbd(t, time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--lease-ttl", "3s", "--pilots", "1", dir)
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.stderr)
 	}
