@@ -255,7 +255,7 @@ func waitApp(ctx context.Context, c *cli.Context, client *api.Client, id int64, 
 
 func progressLine(info *dataflow.AppInfo) string {
 	t := info.Tasks
-	return fmt.Sprintf("[%s] %s  succeeded %d  running %d  ready %d  retrying %d  failed %d",
+	return fmt.Sprintf("[%s] %s  succeeded %d  on pilots %d  ready %d  retrying %d  failed %d",
 		info.Name, info.Status, t[dataflow.TaskSucceeded], t[dataflow.TaskRunning]+t[dataflow.TaskLeased],
 		t[dataflow.TaskReady], t[dataflow.TaskRetrying], t[dataflow.TaskFailed])
 }
