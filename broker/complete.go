@@ -70,38 +70,42 @@ type taskRow struct {
 	headers             string
 }
 
-func loadTaskRow(tx *sql.Tx, id int64) (taskRow, error) {
-	var t taskRow
-	err := tx.QueryRow(`SELECT id, app_id, module_id, state, lease_gen, lease_pilot, attempts, fail_counts, headers FROM tasks WHERE id = ?`, id).
-		Scan(&t.id, &t.appID, &t.moduleID, &t.state, &t.gen, &t.pilot, &t.attempts, &t.failCounts, &t.headers)
-	return t, err
-}
+// taskRowColumns are what completion and rescue need of a task.
+const taskRowColumns = `SELECT id, app_id, module_id, state, lease_gen, lease_pilot, attempts, fail_counts, headers FROM tasks `
 
-// loadTaskRows reads many tasks with one statement.
-func loadTaskRows(tx *sql.Tx, ids []int64) (map[int64]taskRow, error) {
-	if len(ids) == 1 {
-		t, err := loadTaskRow(tx, ids[0])
-		if errors.Is(err, sql.ErrNoRows) {
-			return map[int64]taskRow{}, nil
-		}
-		return map[int64]taskRow{t.id: t}, err
-	}
-	js, _ := json.Marshal(ids)
-	rows, err := tx.Query(`SELECT id, app_id, module_id, state, lease_gen, lease_pilot, attempts, fail_counts, headers FROM tasks
-		WHERE id IN (SELECT value FROM json_each(?))`, string(js))
+// queryTaskRows reads the tasks selected by where.
+func queryTaskRows(tx *sql.Tx, where string, args ...any) ([]taskRow, error) {
+	rows, err := tx.Query(taskRowColumns+where, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := make(map[int64]taskRow, len(ids))
+	var out []taskRow
 	for rows.Next() {
 		var t taskRow
 		if err := rows.Scan(&t.id, &t.appID, &t.moduleID, &t.state, &t.gen, &t.pilot, &t.attempts, &t.failCounts, &t.headers); err != nil {
 			return nil, err
 		}
-		out[t.id] = t
+		out = append(out, t)
 	}
 	return out, rows.Err()
+}
+
+// loadTaskRows reads many tasks with one statement.
+func loadTaskRows(tx *sql.Tx, ids []int64) (map[int64]taskRow, error) {
+	var list []taskRow
+	var err error
+	if len(ids) == 1 {
+		list, err = queryTaskRows(tx, "WHERE id = ?", ids[0])
+	} else {
+		js, _ := json.Marshal(ids)
+		list, err = queryTaskRows(tx, "WHERE id IN (SELECT value FROM json_each(?))", string(js))
+	}
+	out := make(map[int64]taskRow, len(list))
+	for _, t := range list {
+		out[t.id] = t
+	}
+	return out, err
 }
 
 // completeBatch applies a report's completions with a few set-based

@@ -22,39 +22,27 @@ func (b *Broker) Rescue(ctx context.Context) (RescueResult, error) {
 	err := b.writeReady(ctx, func(tx *sql.Tx) error {
 		rr = RescueResult{}
 		now := b.now()
-		rows, err := tx.Query(`SELECT id FROM tasks WHERE state IN ('leased','running') AND lease_deadline < ? LIMIT 10000`, ms(now))
+		expired, err := queryTaskRows(tx, "WHERE state IN ('leased','running') AND lease_deadline < ? LIMIT 10000", ms(now))
 		if err != nil {
 			return err
 		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		rows.Close()
-		for _, id := range ids {
-			t, err := loadTaskRow(tx, id)
-			if err != nil {
-				return err
-			}
+		execs := make([]execRow, 0, len(expired))
+		for _, t := range expired {
 			mod := b.module(t.moduleID)
 			if mod == nil {
-				return fmt.Errorf("task %d: module %d not loaded", id, t.moduleID)
+				return fmt.Errorf("task %d: module %d not loaded", t.id, t.moduleID)
 			}
 			if _, err := b.settle(tx, now, t, mod, dataflow.ExitLost); err != nil {
 				return err
 			}
-			c := dataflow.Completion{TaskID: id, Gen: t.gen, ExitCode: dataflow.ExitLost, EndedAt: now,
+			c := dataflow.Completion{TaskID: t.id, Gen: t.gen, ExitCode: dataflow.ExitLost, EndedAt: now,
 				Note: "lease expired: the pilot stopped reporting (lost node, killed job or network)"}
-			if err := insertExecs(tx, []execRow{newExecRow(t, t.pilot.Int64, c, 0)}); err != nil {
-				return err
-			}
-			rr.Expired++
+			execs = append(execs, newExecRow(t, t.pilot.Int64, c, 0))
 		}
+		if err := insertExecs(tx, execs); err != nil {
+			return err
+		}
+		rr.Expired = len(expired)
 		res, err := tx.Exec(`UPDATE tasks SET state = 'ready', updated_at = ? WHERE state = 'retrying' AND available_at <= ?`, ms(now), ms(now))
 		if err != nil {
 			return err

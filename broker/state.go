@@ -137,16 +137,6 @@ func variableOp(tx *sql.Tx, appID int64, op dataflow.StateOp) (string, error) {
 	return "", fmt.Errorf("unknown variable operation %q", op.Op)
 }
 
-// Semaphore returns one semaphore's value.
-func (b *Broker) Semaphore(ctx context.Context, appID int64, name string) (int64, error) {
-	var v int64
-	err := b.r.QueryRowContext(ctx, "SELECT value FROM semaphores WHERE app_id = ? AND name = ?", appID, name).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, fmt.Errorf("semaphore %q: %w", name, ErrNotFound)
-	}
-	return v, err
-}
-
 // Semaphores lists an app's semaphores whose name starts with prefix.
 func (b *Broker) Semaphores(ctx context.Context, appID int64, prefix string) (map[string]int64, error) {
 	rows, err := b.r.QueryContext(ctx, "SELECT name, value FROM semaphores WHERE app_id = ? AND substr(name, 1, ?) = ? ORDER BY name",
@@ -179,16 +169,6 @@ func (b *Broker) SemaphoresMatching(ctx context.Context, appID int64, re *regexp
 		}
 	}
 	return all, nil
-}
-
-// Variable returns one variable.
-func (b *Broker) Variable(ctx context.Context, appID int64, name string) (string, error) {
-	var v string
-	err := b.r.QueryRowContext(ctx, "SELECT value FROM variables WHERE app_id = ? AND name = ?", appID, name).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("variable %q: %w", name, ErrNotFound)
-	}
-	return v, err
 }
 
 // Variables lists an app's variables whose name starts with prefix.

@@ -11,22 +11,20 @@ import (
 	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
-// insertTask adds one message as a task. A body already present in the
-// module is ignored, unless conflict_action=OVERWRITE (headers replaced,
-// an ended task runs again) or repeatable=yes (a new task with the same
-// body). It reports whether a task became ready.
-func (b *Broker) insertTask(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
-	ok, err := insertTask(tx, appID, moduleID, msg, now)
+// insertSpecial adds one message whose headers ask for more than dedup:
+// conflict_action=OVERWRITE (headers replaced, an ended task runs again)
+// or repeatable=yes (a new task with the same body). Plain messages go
+// through insertTasks' multi-row path. It reports whether a task became
+// ready.
+func (b *Broker) insertSpecial(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
+	ok, err := insertSpecial(tx, appID, moduleID, msg, now)
 	if ok {
 		b.markReady(moduleID)
 	}
 	return ok, err
 }
 
-func insertTask(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
-	if msg.Body == "" {
-		return false, fmt.Errorf("module %q: empty task body", msg.Module)
-	}
+func insertSpecial(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
 	h := msg.Headers
 	hj := h.JSON()
 	sortTag, toHost := h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost]
@@ -74,7 +72,7 @@ func (b *Broker) insertTasks(tx *sql.Tx, msgs []resolved, now int64) (int, error
 		}
 		h := m.Headers
 		if strings.EqualFold(h[dataflow.HeaderRepeatable], "yes") || strings.EqualFold(h[dataflow.HeaderConflictAction], "OVERWRITE") {
-			ok, err := b.insertTask(tx, m.appID, m.moduleID, m.Message, now)
+			ok, err := b.insertSpecial(tx, m.appID, m.moduleID, m.Message, now)
 			if err != nil {
 				return n, err
 			}

@@ -3,21 +3,11 @@ package dataflow
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strings"
 )
 
 // Headers are a task's flat string map. Encoded as JSON with sorted keys.
 type Headers map[string]string
-
-// Clone returns a copy that can be changed without touching h.
-func (h Headers) Clone() Headers {
-	c := make(Headers, len(h))
-	for k, v := range h {
-		c[k] = v
-	}
-	return c
-}
 
 // JSON returns the compact encoding, "{}" for nil.
 func (h Headers) JSON() string {
@@ -58,16 +48,6 @@ func ParseHeaders(s string) (Headers, error) {
 		h[k] = t
 	}
 	return h, nil
-}
-
-// Keys returns the header names in order.
-func (h Headers) Keys() []string {
-	ks := make([]string, 0, len(h))
-	for k := range h {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }
 
 // Well-known header names (Scalebox conventions).

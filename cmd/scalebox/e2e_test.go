@@ -124,6 +124,19 @@ func queryInt(t *testing.T, db *sql.DB, q string, args ...any) int {
 	return n
 }
 
+// waitCount polls a count query until it reaches atLeast, failing with
+// why after within.
+func waitCount(t *testing.T, db *sql.DB, q string, atLeast int, within time.Duration, why string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for queryInt(t, db, q) < atLeast {
+		if time.Now().After(deadline) {
+			t.Fatal(why)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func writeFiles(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -447,13 +460,7 @@ modules:
 		t.Cleanup(func() { p.Process.Kill(); p.Wait() })
 	}
 	db := openDB(t, state)
-	deadline := time.Now().Add(time.Minute)
-	for queryInt(t, db, "SELECT count(*) FROM task_execs") < 300 {
-		if time.Now().After(deadline) {
-			t.Fatal("no progress before the kill")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCount(t, db, "SELECT count(*) FROM task_execs", 300, time.Minute, "no progress before the kill")
 	srv.Process.Signal(syscall.SIGKILL)
 	srv.Wait()
 	inFlight := queryInt(t, db, "SELECT ? * 2 - count(*) FROM tasks WHERE state = 'succeeded'", starts)
@@ -535,13 +542,7 @@ func TestPilotGivesUpWithoutHead(t *testing.T) {
 	}
 	defer p.Process.Kill()
 	db := openDB(t, state)
-	deadline := time.Now().Add(30 * time.Second)
-	for queryInt(t, db, "SELECT count(*) FROM tasks WHERE state IN ('leased','running')") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("task never leased:\n%s", out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCount(t, db, "SELECT count(*) FROM tasks WHERE state IN ('leased','running')", 1, 30*time.Second, "task never leased")
 	srv.Process.Kill()
 	srv.Wait()
 	done := make(chan error, 1)
