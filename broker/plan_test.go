@@ -9,10 +9,18 @@ import (
 // lease that scans is 58-77x slower).
 func TestLeaseQueryUsesReadyIndex(t *testing.T) {
 	b, _ := openTest(t)
-	plan := queryPlan(t, b, `SELECT id FROM tasks WHERE module_id = ? AND state = 'ready' AND (to_host = '' OR to_host = ?)
-		ORDER BY sort_tag, id LIMIT ?`, 1, "h", 5)
+	plan := queryPlan(t, b, leasePick, 1, "h", 5)
 	if want := "USING INDEX tasks_ready"; !contains(plan, want) || contains(plan, "TEMP B-TREE") {
 		t.Fatalf("lease plan:\n%s", plan)
+	}
+	for _, q := range []string{leaseClaimOne, leaseClaimMany} {
+		arg := any(int64(7))
+		if q == leaseClaimMany {
+			arg = "[7,8]"
+		}
+		if plan := queryPlan(t, b, q, 1, 2, 3, arg); contains(plan, "SCAN tasks") {
+			t.Fatalf("claim plan scans tasks:\n%s", plan)
+		}
 	}
 }
 
