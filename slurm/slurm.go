@@ -1,0 +1,177 @@
+// Package slurm submits, watches and cancels Slurm pilot jobs. One Client
+// interface has two backends: the command line (slurm/sbatch) and
+// slurmrestd (slurm/rest). Cluster adapts a Client to the
+// dataflow.BatchSystem the server's pool manager drives.
+package slurm
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/scalebox-hpc/scalebox/dataflow"
+)
+
+// Client is one way of talking to one Slurm cluster.
+type Client interface {
+	// Submit queues a batch job and returns its id.
+	Submit(ctx context.Context, job *Job) (string, error)
+	// Jobs reports the given jobs in one call to Slurm. Jobs Slurm no
+	// longer knows (purged after MinJobAge) are absent from the map.
+	Jobs(ctx context.Context, ids []string) (map[string]JobStatus, error)
+	// Cancel cancels jobs; a job that already ended is not an error.
+	Cancel(ctx context.Context, ids []string) error
+	// Ping checks the controller answers and says who it is.
+	Ping(ctx context.Context) (Info, error)
+}
+
+// Job is one batch job to submit. Zero fields are left to Slurm's
+// defaults. The script carries the same settings as #SBATCH lines so it
+// can be resubmitted by hand; backends pass them explicitly as well,
+// because slurmrestd does not read #SBATCH lines.
+type Job struct {
+	Name      string
+	Script    string
+	WorkDir   string
+	Output    string // stdout and stderr; %j is the job id
+	Partition string
+	Account   string
+	QOS       string
+	// TimeLimit is rounded up to whole minutes, Slurm's unit.
+	TimeLimit   time.Duration
+	Nodes       int
+	CPUsPerNode int // one task per node, this many CPUs for it
+	MemMB       int // per node
+	Gres        string
+	Constraint  string
+	// Env is the job's environment. Never put a secret here: slurmrestd
+	// and `scontrol show job` can show it.
+	Env map[string]string
+	// ExtraArgs are raw sbatch options; only the CLI backend accepts them.
+	ExtraArgs []string
+}
+
+// JobStatus is what Slurm says of one job.
+type JobStatus struct {
+	ID     string
+	Name   string
+	State  string // Slurm's base state: PENDING, RUNNING, COMPLETED, ...
+	Reason string // why it is pending or why it failed
+	Nodes  string
+	Start  time.Time
+	End    time.Time // actual, or expected while running
+}
+
+// Phase maps a Slurm state to the batch-system view of the pool manager.
+func (s JobStatus) Phase() dataflow.JobState {
+	switch strings.ToUpper(s.State) {
+	case "PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED", "STOPPED":
+		return dataflow.JobPending
+	case "RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT":
+		return dataflow.JobRunning
+	case "COMPLETED":
+		return dataflow.JobDone
+	case "":
+		return dataflow.JobUnknown
+	default: // FAILED, CANCELLED, TIMEOUT, NODE_FAIL, PREEMPTED, BOOT_FAIL, DEADLINE, OUT_OF_MEMORY
+		return dataflow.JobFailed
+	}
+}
+
+// Info identifies a cluster.
+type Info struct {
+	Cluster string `json:"cluster,omitempty"`
+	Version string `json:"version,omitempty"` // Slurm release, e.g. 22.05.8
+	API     string `json:"api,omitempty"`     // REST API version in use, e.g. v0.0.38
+}
+
+// ParseTimeLimit parses Slurm's time formats: "minutes", "minutes:seconds",
+// "hours:minutes:seconds", "days-hours", "days-hours:minutes" and
+// "days-hours:minutes:seconds". "" is zero (the partition's default).
+func ParseTimeLimit(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	bad := fmt.Errorf("time %q: want minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS", s)
+	num := func(p string) (int64, bool) {
+		n, err := strconv.ParseInt(p, 10, 32)
+		return n, err == nil && n >= 0
+	}
+	var days int64
+	rest := s
+	hasDays := false
+	if d, r, ok := strings.Cut(s, "-"); ok {
+		n, ok := num(d)
+		if !ok {
+			return 0, bad
+		}
+		days, rest, hasDays = n, r, true
+	}
+	parts := strings.Split(rest, ":")
+	vals := make([]int64, len(parts))
+	for i, p := range parts {
+		n, ok := num(p)
+		if !ok {
+			return 0, bad
+		}
+		vals[i] = n
+	}
+	var h, m, sec int64
+	switch {
+	case hasDays && len(vals) == 1:
+		h = vals[0]
+	case hasDays && len(vals) == 2:
+		h, m = vals[0], vals[1]
+	case len(vals) == 3:
+		h, m, sec = vals[0], vals[1], vals[2]
+	case !hasDays && len(vals) == 1:
+		m = vals[0]
+	case !hasDays && len(vals) == 2:
+		m, sec = vals[0], vals[1]
+	default:
+		return 0, bad
+	}
+	d := time.Duration(days)*24*time.Hour + time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(sec)*time.Second
+	return d, nil
+}
+
+// Minutes rounds a time limit up to whole minutes; 0 stays 0.
+func Minutes(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Minute - 1) / time.Minute)
+}
+
+// ParseMemMB parses a memory size as sbatch --mem does: a number with an
+// optional K, M, G or T suffix, megabytes by default.
+func ParseMemMB(s string) (int, error) {
+	orig := s
+	s = strings.TrimSpace(strings.ToUpper(s))
+	if s == "" {
+		return 0, nil
+	}
+	mult := 1.0
+	switch s[len(s)-1] {
+	case 'K':
+		mult, s = 1.0/1024, s[:len(s)-1]
+	case 'M':
+		s = s[:len(s)-1]
+	case 'G':
+		mult, s = 1024, s[:len(s)-1]
+	case 'T':
+		mult, s = 1024*1024, s[:len(s)-1]
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || v*mult > 1<<40 {
+		return 0, fmt.Errorf("mem %q: want a size like 4000, 4000M, 16G", orig)
+	}
+	mb := int(v * mult)
+	if float64(mb) < v*mult {
+		mb++
+	}
+	return mb, nil
+}
