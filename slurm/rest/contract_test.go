@@ -175,7 +175,7 @@ func TestDecodedFieldsMatchSpec(t *testing.T) {
 		{[]string{"jobs", "[]", "end_time", "number"}, "integer"}}
 	for _, tc := range []struct {
 		file, version, jobsPath, submitPath, pingPath, slurmKey string
-		jobs                                                   []field
+		jobs                                                    []field
 	}{
 		{"slurm-22.05.8-openapi-v3.json", "v0.0.38", "/slurm/v0.0.38/jobs", "/slurm/v0.0.38/job/submit", "/slurm/v0.0.38/ping", "Slurm", jobs38},
 		{"slurm-24.11.5-openapi-v3.json", "v0.0.40", "/slurm/v0.0.40/jobs/", "/slurm/v0.0.40/job/submit", "/slurm/v0.0.40/ping/", "slurm", jobs40},
