@@ -3,6 +3,10 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,11 +54,21 @@ func IsClientError(err error) bool {
 	return errors.As(err, &se) && se.Code >= 400 && se.Code < 500
 }
 
+// ClientOptions say how to authenticate to a server.
+type ClientOptions struct {
+	// TokenFile holds the bearer token a TCP server wants.
+	TokenFile string
+	// CertSHA256 pins an https server's certificate by its SHA-256
+	// fingerprint (hex); the head's certificate is self-signed.
+	CertSHA256 string
+}
+
 // NewClient returns a client for addr: "unix:///path/to/socket" or
-// "http://host:port". The token, if any, is read from tokenFile.
-func NewClient(addr, tokenFile string) (*Client, error) {
+// "https://host:port" (or http:// for a plain TCP server).
+func NewClient(addr string, opts ClientOptions) (*Client, error) {
 	c := &Client{}
 	tr := &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 90 * time.Second}
+	tokenFile := opts.TokenFile
 	switch {
 	case strings.HasPrefix(addr, "unix://"):
 		path := strings.TrimPrefix(addr, "unix://")
@@ -68,8 +82,15 @@ func NewClient(addr, tokenFile string) (*Client, error) {
 			return nil, fmt.Errorf("server address %q: %w", addr, err)
 		}
 		c.base = strings.TrimRight(addr, "/")
+		if strings.HasPrefix(addr, "https://") {
+			cfg, err := pinnedTLS(opts.CertSHA256)
+			if err != nil {
+				return nil, err
+			}
+			tr.TLSClientConfig = cfg
+		}
 	default:
-		return nil, fmt.Errorf("server address %q: want unix:///path or http://host:port", addr)
+		return nil, fmt.Errorf("server address %q: want unix:///path or https://host:port", addr)
 	}
 	if tokenFile != "" {
 		b, err := os.ReadFile(tokenFile)
@@ -263,4 +284,28 @@ func (c *Client) Pilots(ctx context.Context, appID int64) ([]dataflow.PilotInfo,
 // example a handler in the same process).
 func NewInProcessClient(rt http.RoundTripper) *Client {
 	return &Client{base: "http://in-process", http: &http.Client{Transport: rt}}
+}
+
+// pinnedTLS accepts exactly the certificate with the given fingerprint.
+// Name and chain checks are replaced by the pin, which is stronger for a
+// self-signed head certificate.
+func pinnedTLS(pin string) (*tls.Config, error) {
+	pin = strings.ToLower(strings.ReplaceAll(strings.TrimSpace(pin), ":", ""))
+	if len(pin) != 64 {
+		return nil, fmt.Errorf("https server needs the head certificate's SHA-256 fingerprint (64 hex digits, --server-cert-sha256 or SCALEBOX_SERVER_CERT_SHA256), got %q", pin)
+	}
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS13,
+		InsecureSkipVerify: true, // replaced by VerifyPeerCertificate below
+		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return errors.New("server sent no certificate")
+			}
+			sum := sha256.Sum256(raw[0])
+			if got := hex.EncodeToString(sum[:]); got != pin {
+				return fmt.Errorf("server certificate SHA-256 %s does not match the pinned %s", got, pin)
+			}
+			return nil
+		},
+	}, nil
 }

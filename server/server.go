@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -46,6 +47,8 @@ type Info struct {
 	PID    int    `json:"pid"`
 	Socket string `json:"socket"`
 	TCP    string `json:"tcp,omitempty"`
+	// CertSHA256 pins the TCP listener's TLS certificate.
+	CertSHA256 string `json:"cert_sha256,omitempty"`
 }
 
 // Server is a running head daemon.
@@ -55,6 +58,8 @@ type Server struct {
 	log    *slog.Logger
 	token  string
 	lock   *os.File
+	cert   tls.Certificate
+	pin    string // the certificate's SHA-256
 
 	pilots sync.Map // pilot id -> *dataflow.PilotInfo
 
@@ -115,12 +120,17 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 		lock.Close()
 		return nil, err
 	}
+	cert, pin, err := loadOrCreateCert(dir)
+	if err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("TLS certificate: %w", err)
+	}
 	b, err := broker.Open(ctx, broker.DBPath(dir), broker.Options{Synchronous: opts.Synchronous})
 	if err != nil {
 		lock.Close()
 		return nil, err
 	}
-	s := &Server{opts: opts, broker: b, log: opts.Log, token: token, lock: lock,
+	s := &Server{opts: opts, broker: b, log: opts.Log, token: token, lock: lock, cert: cert, pin: pin,
 		changed: make(chan struct{}), kick: make(chan struct{}, 1)}
 	s.handler = s.routes()
 	return s, nil
@@ -141,12 +151,8 @@ func ensureToken(path string) (string, error) {
 		return "", err
 	}
 	t := hex.EncodeToString(raw)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(t+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write token: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", fmt.Errorf("write token: %w", err)
+	if err := writePrivate(path, []byte(t+"\n")); err != nil {
+		return "", fmt.Errorf("token: %w", err)
 	}
 	return t, nil
 }
@@ -194,8 +200,10 @@ func (s *Server) Listen() error {
 		if err != nil {
 			return fmt.Errorf("listen on %s: %w", s.opts.Listen, err)
 		}
+		tcp = tls.NewListener(tcp, &tls.Config{Certificates: []tls.Certificate{s.cert}, MinVersion: tls.VersionTLS13})
 		s.tcp = tcp
 		info.TCP = tcp.Addr().String()
+		info.CertSHA256 = s.pin
 		s.serve(tcp, s.requireToken(s.handler))
 	}
 	b, _ := json.Marshal(info)
@@ -205,6 +213,12 @@ func (s *Server) Listen() error {
 	}
 	return os.Rename(tmp, InfoPath(s.opts.StateDir))
 }
+
+// CertSHA256 is the fingerprint pilots pin.
+func (s *Server) CertSHA256() string { return s.pin }
+
+// TokenFile is the file holding the TCP bearer token.
+func (s *Server) TokenFile() string { return TokenPath(s.opts.StateDir) }
 
 // TCPAddr is the TCP listener's address, if any.
 func (s *Server) TCPAddr() string {

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net/http"
@@ -38,8 +39,11 @@ func TestTCPNeedsTokenAndStateIsPrivate(t *testing.T) {
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
-	url := "http://" + s.TCPAddr() + "/v1/apps"
-	resp, err := http.Get(url)
+	url := "https://" + s.TCPAddr() + "/v1/apps"
+	// Only the pin is checked below; this client proves the token check
+	// sits behind TLS.
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := insecure.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +53,7 @@ func TestTCPNeedsTokenAndStateIsPrivate(t *testing.T) {
 	}
 	req, _ := http.NewRequest("GET", url, nil)
 	req.Header.Set("Authorization", "Bearer wrong")
-	resp, err = http.DefaultClient.Do(req)
+	resp, err = insecure.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,14 +61,25 @@ func TestTCPNeedsTokenAndStateIsPrivate(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("wrong token: HTTP %d, want 401", resp.StatusCode)
 	}
-	c, err := api.NewClient("http://"+s.TCPAddr(), TokenPath(s.opts.StateDir))
+	c, err := api.NewClient("https://"+s.TCPAddr(), api.ClientOptions{TokenFile: TokenPath(s.opts.StateDir), CertSHA256: s.CertSHA256()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.Apps(context.Background()); err != nil {
 		t.Fatalf("with the token: %v", err)
 	}
-	for path, want := range map[string]os.FileMode{s.opts.StateDir: 0o700, TokenPath(s.opts.StateDir): 0o600, SocketPath(s.opts.StateDir): 0o600} {
+	wrongPin := strings.Repeat("ab", 32)
+	c, err = api.NewClient("https://"+s.TCPAddr(), api.ClientOptions{TokenFile: TokenPath(s.opts.StateDir), CertSHA256: wrongPin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Apps(context.Background()); err == nil || !strings.Contains(err.Error(), "does not match the pinned") {
+		t.Fatalf("a wrong pin was accepted: %v", err)
+	}
+	if _, err := api.NewClient("https://"+s.TCPAddr(), api.ClientOptions{}); err == nil {
+		t.Fatal("https without a pin was accepted")
+	}
+	for path, want := range map[string]os.FileMode{s.opts.StateDir: 0o700, TokenPath(s.opts.StateDir): 0o600, keyPath(s.opts.StateDir): 0o600, SocketPath(s.opts.StateDir): 0o600} {
 		st, err := os.Stat(path)
 		if err != nil {
 			t.Fatal(err)
@@ -74,7 +89,7 @@ func TestTCPNeedsTokenAndStateIsPrivate(t *testing.T) {
 		}
 	}
 	// The unix socket needs no token: the directory is the owner's.
-	uc, _ := api.NewClient("unix://"+SocketPath(s.opts.StateDir), "")
+	uc, _ := api.NewClient("unix://"+SocketPath(s.opts.StateDir), api.ClientOptions{})
 	if _, err := uc.Version(context.Background()); err != nil {
 		t.Fatalf("unix socket: %v", err)
 	}

@@ -40,7 +40,7 @@ func (s *session) Close() {
 
 func connect(c *cli.Context) (*session, error) {
 	if addr := c.String("server"); addr != "" {
-		cl, err := api.NewClient(addr, c.String("token-file"))
+		cl, err := api.NewClient(addr, clientOptions(c))
 		if err != nil {
 			return nil, withCode(exitUsage, err)
 		}
@@ -75,13 +75,18 @@ func connect(c *cli.Context) (*session, error) {
 	}
 }
 
+// clientOptions are the global flags that authenticate to a TCP server.
+func clientOptions(c *cli.Context) api.ClientOptions {
+	return api.ClientOptions{TokenFile: c.String("token-file"), CertSHA256: c.String("server-cert-sha256")}
+}
+
 // liveSocket returns a client for the state dir's server if it answers.
 func liveSocket(ctx context.Context, dir string) *api.Client {
 	info, err := readServerInfo(dir)
 	if err != nil {
 		return nil
 	}
-	cl, err := api.NewClient("unix://"+info.Socket, "")
+	cl, err := api.NewClient("unix://"+info.Socket, api.ClientOptions{})
 	if err != nil {
 		return nil
 	}

@@ -87,7 +87,8 @@ func newApp() *cli.App {
 		HideHelpCommand:      true,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "state-dir", Value: ".scalebox", EnvVars: []string{"SCALEBOX_STATE_DIR"}, Usage: "directory of the head's state (database, socket, token)"},
-			&cli.StringFlag{Name: "server", EnvVars: []string{"SCALEBOX_SERVER"}, Usage: "server address: unix:///path/scalebox.sock or http://host:port (default: the server of --state-dir)"},
+			&cli.StringFlag{Name: "server", EnvVars: []string{"SCALEBOX_SERVER"}, Usage: "server address: unix:///path/scalebox.sock or https://host:port (default: the server of --state-dir)"},
+			&cli.StringFlag{Name: "server-cert-sha256", EnvVars: []string{"SCALEBOX_SERVER_CERT_SHA256"}, Usage: "SHA-256 fingerprint of an https server's certificate (server.json cert_sha256)"},
 			&cli.StringFlag{Name: "token-file", EnvVars: []string{"SCALEBOX_TOKEN_FILE"}, Usage: "file holding the bearer token for a TCP server"},
 			&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: []string{"SCALEBOX_LOG_LEVEL"}, Usage: "debug, info, warn or error"},
 		},

@@ -31,7 +31,7 @@ func pilotCommand() *cli.Command {
 			if addr == "" {
 				return usageErr("pilot: --server (or $SCALEBOX_SERVER) is required")
 			}
-			client, err := api.NewClient(addr, c.String("token-file"))
+			client, err := api.NewClient(addr, clientOptions(c))
 			if err != nil {
 				return withCode(exitUsage, err)
 			}

@@ -58,7 +58,7 @@ func runAction(c *cli.Context) error {
 	var srv *server.Server
 	stateDir := c.String("state-dir")
 	if addr := c.String("server"); addr != "" {
-		client, err = api.NewClient(addr, c.String("token-file"))
+		client, err = api.NewClient(addr, clientOptions(c))
 		if err != nil {
 			return withCode(exitUsage, err)
 		}
@@ -77,7 +77,7 @@ func runAction(c *cli.Context) error {
 		if err := srv.Listen(); err != nil {
 			return withCode(exitNoServer, err)
 		}
-		client, err = api.NewClient("unix://"+server.SocketPath(stateDir), "")
+		client, err = api.NewClient("unix://"+server.SocketPath(stateDir), api.ClientOptions{})
 		if err != nil {
 			return err
 		}
