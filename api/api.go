@@ -63,6 +63,11 @@ type Register struct {
 	// (the main router).
 	Head  bool   `json:"head,omitempty"`
 	JobID string `json:"job_id,omitempty"`
+	// HeadOnly limits a head pilot to slot_on_head modules.
+	HeadOnly bool `json:"head_only,omitempty"`
+	// Cluster and Pool of a Slurm pilot job.
+	Cluster string `json:"cluster,omitempty"`
+	Pool    string `json:"pool,omitempty"`
 }
 
 // PlannedModule is one module a pilot runs, with how many slots.

@@ -537,3 +537,33 @@ func (p *parser) environments(m *Module, k, v *yaml.Node) {
 }
 
 var errEOF = io.EOF
+
+// ParseClusters reads a clusters file (~/.scalebox/clusters.yaml): a
+// mapping of cluster names to the same settings as an app's `clusters:`.
+func ParseClusters(file string, data []byte) (clusters map[string]*Cluster, diags Diagnostics) {
+	defer func() {
+		if r := recover(); r != nil {
+			clusters = nil
+			diags = append(diags, Diagnostic{File: file, Msg: fmt.Sprintf("internal error parsing: %v", r)})
+		}
+	}()
+	p := &parser{file: file, dir: filepath.Dir(file), pos: map[string]*yaml.Node{}}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		p.diags = append(p.diags, Diagnostic{File: file, Line: 1, Col: 1, Msg: "YAML syntax: " + err.Error()})
+		return nil, p.diags
+	}
+	if len(doc.Content) == 0 {
+		return map[string]*Cluster{}, nil
+	}
+	root := resolve(doc.Content[0])
+	// Accept the file with or without a top-level "clusters:" key.
+	if root.Kind == yaml.MappingNode && len(root.Content) == 2 && root.Content[0].Value == "clusters" {
+		root = root.Content[1]
+	}
+	out := p.clusters(root)
+	if len(p.diags.Errors()) > 0 {
+		return nil, p.diags
+	}
+	return out, p.diags
+}

@@ -125,6 +125,21 @@ type AppInfo struct {
 	FinishedAt *time.Time              `json:"finished_at,omitempty"`
 	// Why says, when nothing is running, what the app waits for.
 	Why []string `json:"why,omitempty"`
+	// PilotPools is the state of the app's Slurm pools.
+	PilotPools []PoolInfo `json:"pools,omitempty"`
+}
+
+// PoolInfo is what the pool manager knows of one pool.
+type PoolInfo struct {
+	Cluster     string     `json:"cluster"`
+	Pool        string     `json:"pool"`
+	ActiveJobs  int        `json:"active_jobs"`
+	Submissions int        `json:"submissions"`
+	Attempts    int        `json:"attempts"`
+	Failures    int        `json:"failures"` // consecutive
+	Paused      bool       `json:"paused"`
+	LastError   string     `json:"last_error,omitempty"`
+	RetryAt     *time.Time `json:"retry_at,omitempty"`
 }
 
 // PilotInfo describes a registered pilot.
@@ -159,8 +174,18 @@ type PilotRequest struct {
 	Server    string `json:"server"`     // address pilots connect to
 	TokenFile string `json:"token_file"` // 0600 file with the bearer token, if TCP
 	Head      bool   `json:"head,omitempty"`
+	// HeadOnly: the head pilot runs only slot_on_head modules (the rest
+	// run on Slurm pilots).
+	HeadOnly bool `json:"head_only,omitempty"`
 	// Name labels the job (Slurm job name, local log file).
 	Name string `json:"name"`
+	// CertSHA256 pins the head's TLS certificate for an https Server.
+	CertSHA256 string `json:"cert_sha256,omitempty"`
+	// For Slurm pilots: the app, and the pool the job belongs to.
+	AppName string `json:"app_name,omitempty"`
+	Cluster string `json:"cluster,omitempty"`
+	Pool    string `json:"pool,omitempty"`
+	Spec    *Pool  `json:"spec,omitempty"`
 }
 
 // JobState is what a batch system says of a pilot job.

@@ -57,6 +57,9 @@ func (b *BatchSystem) Submit(ctx context.Context, req dataflow.PilotRequest) (st
 	if req.Head {
 		args = append(args, "--head")
 	}
+	if req.HeadOnly {
+		args = append(args, "--head-only")
+	}
 	cmd := exec.Command(b.Binary, args...)
 	if b.LogDir != "" {
 		if err := os.MkdirAll(b.LogDir, 0o700); err != nil {

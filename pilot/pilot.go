@@ -30,8 +30,16 @@ type Config struct {
 	WorkRoot string
 	// Server and TokenFile are handed to scripts so `scalebox` inside a
 	// slot reaches the head.
-	Server    string
-	TokenFile string
+	Server     string
+	TokenFile  string
+	CertSHA256 string
+	// Cluster and Pool say where a Slurm pilot runs; the head plans its
+	// slots from them.
+	Cluster  string
+	Pool     string
+	HeadOnly bool
+	// EndTime is the batch job's end (zero: none).
+	EndTime time.Time
 	// Binary is the scalebox executable, put first on the scripts' PATH.
 	Binary string
 	// HeadTimeout: stop after the head has not answered for this long (0: never).
@@ -156,7 +164,8 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 func register(ctx context.Context, cfg Config) (*api.Registered, error) {
-	req := api.Register{AppID: cfg.AppID, Host: cfg.Host, CPUs: runtime.NumCPU(), MemBytes: memBytes(), Head: cfg.Head, JobID: cfg.JobID}
+	req := api.Register{AppID: cfg.AppID, Host: cfg.Host, CPUs: runtime.NumCPU(), MemBytes: memBytes(), Head: cfg.Head, JobID: cfg.JobID,
+		Cluster: cfg.Cluster, Pool: cfg.Pool, HeadOnly: cfg.HeadOnly}
 	delay := 200 * time.Millisecond
 	deadline := time.Now().Add(2 * time.Minute)
 	for {

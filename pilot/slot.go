@@ -107,7 +107,8 @@ func (s *slot) prepare() error {
 	for k, v := range vars {
 		env = append(env, k+"="+v, "PLAT_"+k+"="+v)
 	}
-	env = append(env, "SCALEBOX_SERVER="+s.p.cfg.Server, "SCALEBOX_TOKEN_FILE="+s.p.cfg.TokenFile)
+	env = append(env, "SCALEBOX_SERVER="+s.p.cfg.Server, "SCALEBOX_TOKEN_FILE="+s.p.cfg.TokenFile,
+		"SCALEBOX_SERVER_CERT_SHA256="+s.p.cfg.CertSHA256)
 	s.env = env
 	s.runSh = scriptPath(m, RunScript)
 	s.check = scriptPath(m, CheckScript)

@@ -144,7 +144,20 @@ func (s *Server) appInfo(ctx context.Context, id int64) (*dataflow.AppInfo, erro
 	if err != nil {
 		return nil, err
 	}
+	if info.PilotPools, err = s.broker.Pools(ctx, id); err != nil {
+		return nil, err
+	}
 	info.Why = s.why(info)
+	for _, p := range info.PilotPools {
+		switch {
+		case p.Paused:
+			info.Why = append(info.Why, fmt.Sprintf("pool %s on cluster %s is paused after %d failed submissions in a row (resume with `scalebox app start %d`): %s",
+				p.Pool, p.Cluster, p.Failures, info.ID, p.LastError))
+		case p.Failures > 0:
+			info.Why = append(info.Why, fmt.Sprintf("pool %s on cluster %s: last submission failed (%d in a row), retrying: %s",
+				p.Pool, p.Cluster, p.Failures, p.LastError))
+		}
+	}
 	return info, nil
 }
 
@@ -251,6 +264,14 @@ func (s *Server) setStatus(w http.ResponseWriter, r *http.Request) {
 	if err := s.broker.SetAppStatus(r.Context(), id, req.Status, req.Result); err != nil {
 		fail(w, err)
 		return
+	}
+	if req.Status == dataflow.AppRunning {
+		// Starting an app again is how a user resumes pools paused by
+		// failed submissions, after fixing the cause.
+		if err := s.broker.ResumePools(r.Context(), id); err != nil {
+			fail(w, err)
+			return
+		}
 	}
 	s.log.Info("app status set", "app", id, "status", req.Status)
 	s.statusChanged()

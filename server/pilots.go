@@ -15,17 +15,29 @@ import (
 // Plan decides which modules a pilot runs and with how many slots.
 // Modules marked slot_on_head (the main router) run only on head pilots.
 // A module's slots entries that match the pilot's host name add up; a
-// module with no slots entries gets one slot per pilot; a pool entry
-// counts on every pilot (pools are placed by the pool manager).
-func Plan(app *dataflow.App, host string, head bool) []api.PlannedModule {
+// module with no slots entries gets one slot per pilot. A pool entry
+// counts on the pilots of that pool, and on local pilots (pool ""), so
+// an app with pools still runs whole under `scalebox run` on a laptop. A
+// module pinned to a cluster runs only on pilots of that cluster.
+func Plan(app *dataflow.App, r api.Register) []api.PlannedModule {
+	host, head := r.Host, r.Head
 	var out []api.PlannedModule
 	for _, m := range app.Modules {
+		if cl := m.Cluster; cl != "" && r.Cluster != "" && cl != r.Cluster {
+			continue
+		}
+		if r.HeadOnly && !m.SlotOnHead {
+			continue
+		}
 		n := 0
 		if len(m.Slots) == 0 {
 			n = 1
 		}
 		for _, s := range m.Slots {
-			if s.Pool != "" || s.Matches(host) {
+			switch {
+			case s.Pool != "" && (r.Pool == "" || r.Pool == s.Pool):
+				n += s.Count
+			case s.Pool == "" && s.Matches(host):
 				n += s.Count
 			}
 		}
@@ -66,7 +78,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	plan := Plan(app, req.Host, req.Head)
+	plan := Plan(app, req)
 	s.log.Info("pilot registered", "pilot", id, "app", req.AppID, "host", req.Host, "head", req.Head, "modules", len(plan))
 	writeJSON(w, api.Registered{PilotID: id, AppID: req.AppID, AppName: app.Name, Cluster: app.Cluster, Plan: plan,
 		LeaseTTL: s.opts.LeaseTTL, Heartbeat: s.opts.Heartbeat})

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/scalebox-hpc/scalebox/broker"
+	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
 // Options configure a Server.
@@ -40,6 +41,12 @@ type Options struct {
 	// Version is reported by GET /v1/version.
 	Version string
 	Log     *slog.Logger
+	// Clusters are the batch systems pools can submit pilots to, by
+	// cluster name. Without any, the pool manager is idle.
+	Clusters map[string]dataflow.BatchSystem
+	// Advertise is the https URL pilots on compute nodes use to reach
+	// this server; default https://HOSTNAME:PORT of the TCP listener.
+	Advertise string
 }
 
 // Info is written to STATE_DIR/server.json so clients can find the server.
@@ -63,15 +70,18 @@ type Server struct {
 
 	pilots sync.Map // pilot id -> *dataflow.PilotInfo
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced when an app's status changes
-	kick     chan struct{}
-	handler  http.Handler
-	sock     net.Listener
-	tcp      net.Listener
-	servers  []*http.Server
-	bgCancel context.CancelFunc
-	bgDone   sync.WaitGroup
+	pm poolManager
+
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced when an app's status changes
+	kick      chan struct{}
+	rescueNow chan struct{}
+	handler   http.Handler
+	sock      net.Listener
+	tcp       net.Listener
+	servers   []*http.Server
+	bgCancel  context.CancelFunc
+	bgDone    sync.WaitGroup
 }
 
 // Paths inside a state dir.
@@ -131,7 +141,8 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, broker: b, log: opts.Log, token: token, lock: lock, cert: cert, pin: pin,
-		changed: make(chan struct{}), kick: make(chan struct{}, 1)}
+		changed: make(chan struct{}), kick: make(chan struct{}, 1), rescueNow: make(chan struct{}, 1),
+		pm: poolManager{lastStatus: map[int64]time.Time{}}}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -204,6 +215,9 @@ func (s *Server) Listen() error {
 		s.tcp = tcp
 		info.TCP = tcp.Addr().String()
 		info.CertSHA256 = s.pin
+		if s.opts.Advertise == "" {
+			s.opts.Advertise = advertise(tcp.Addr())
+		}
 		s.serve(tcp, s.requireToken(s.handler))
 	}
 	b, _ := json.Marshal(info)
@@ -287,6 +301,29 @@ func (s *Server) changes() <-chan struct{} {
 // finishCoalesce bounds how often reports trigger the quiescence check.
 const finishCoalesce = 20 * time.Millisecond
 
+// advertise is the URL pilots are given for a listener: its address, with
+// the host name in place of a wildcard address.
+func advertise(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "https://" + a.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		if h, err := os.Hostname(); err == nil {
+			host = h
+		}
+	}
+	return "https://" + net.JoinHostPort(host, port)
+}
+
+// kickRescue asks the rescuer to run now (a pilot job ended under tasks).
+func (s *Server) kickRescue() {
+	select {
+	case s.rescueNow <- struct{}{}:
+	default:
+	}
+}
+
 // kickFinisher asks the finisher to look at quiescence soon.
 func (s *Server) kickFinisher() {
 	select {
@@ -302,6 +339,8 @@ func (s *Server) background(ctx context.Context) {
 	defer finish.Stop()
 	lost := time.NewTicker(s.opts.Heartbeat)
 	defer lost.Stop()
+	pools := time.NewTicker(time.Second)
+	defer pools.Stop()
 	// Reports kick the finisher; kicks within finishCoalesce share one check.
 	soon := time.NewTimer(time.Hour)
 	soon.Stop()
@@ -310,15 +349,12 @@ func (s *Server) background(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-pools.C:
+			s.managePools(ctx)
+		case <-s.rescueNow:
+			s.rescue(ctx)
 		case <-rescue.C:
-			rr, err := s.broker.Rescue(ctx)
-			if err != nil && ctx.Err() == nil {
-				s.log.Error("rescue", "err", err)
-			}
-			if rr.Expired > 0 {
-				s.log.Warn("leases expired; tasks returned through retry rules", "tasks", rr.Expired)
-				s.kickFinisher()
-			}
+			s.rescue(ctx)
 		case <-lost.C:
 			if n, err := s.broker.MarkLostPilots(ctx, 3*s.opts.Heartbeat+s.opts.LeaseTTL/2); err == nil && n > 0 {
 				s.log.Warn("pilots stopped reporting", "pilots", n)
@@ -334,6 +370,17 @@ func (s *Server) background(ctx context.Context) {
 			armed = false
 			s.finishQuiescent(ctx)
 		}
+	}
+}
+
+func (s *Server) rescue(ctx context.Context) {
+	rr, err := s.broker.Rescue(ctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("rescue", "err", err)
+	}
+	if rr.Expired > 0 {
+		s.log.Warn("leases expired; tasks returned through retry rules", "tasks", rr.Expired)
+		s.kickFinisher()
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 	"fmt"
 )
 
-//go:embed completion
+//go:embed completion sbatch
 var files embed.FS
 
 // Completion returns the completion script for shell ("bash" or "zsh").

@@ -21,7 +21,11 @@ func pilotCommand() *cli.Command {
 			&cli.Int64Flag{Name: "app", Required: true, Usage: "app id"},
 			&cli.BoolFlag{Name: "head", Usage: "this pilot is on the head node and hosts slot_on_head modules (the main router)"},
 			&cli.StringFlag{Name: "job-id", Usage: "batch job id, for the record"},
-			&cli.StringFlag{Name: "host-name", Usage: "node name to register (default: the host name)"},
+			&cli.StringFlag{Name: "host-name", EnvVars: []string{"SLURMD_NODENAME"}, Usage: "node name to register (default: Slurm's node name, else the host name)"},
+			&cli.BoolFlag{Name: "head-only", Usage: "with --head: run only the slot_on_head modules (the others run on Slurm pilots)"},
+			&cli.StringFlag{Name: "cluster", Usage: "Slurm cluster this pilot runs on"},
+			&cli.StringFlag{Name: "pool", Usage: "pool this pilot job belongs to: the pilot runs the modules whose slots name it"},
+			&cli.Int64Flag{Name: "end-time", Usage: "Unix time the batch job ends (walltime): no task is leased that cannot finish before it"},
 			&cli.StringFlag{Name: "work-root", Usage: "directory for slot work dirs (default: $TMPDIR/scalebox-APP-pilot-ID)"},
 			&cli.DurationFlag{Name: "head-timeout", Value: 10 * time.Minute, Usage: "stop when the head has not answered for this long (0: never)"},
 			&cli.StringFlag{Name: "slot-binary", EnvVars: []string{"SCALEBOX_SLOT_BINARY"}, Usage: "scalebox executable that module scripts call (default: this one)"},
@@ -47,8 +51,17 @@ func pilotCommand() *cli.Command {
 			return pilot.Run(ctx, pilot.Config{
 				Client: client, AppID: c.Int64("app"), Host: c.String("host-name"), Head: c.Bool("head"),
 				JobID: c.String("job-id"), WorkRoot: c.String("work-root"), Server: addr,
-				TokenFile: c.String("token-file"), Binary: self, HeadTimeout: c.Duration("head-timeout"),
+				TokenFile: c.String("token-file"), CertSHA256: c.String("server-cert-sha256"), Binary: self,
+				HeadTimeout: c.Duration("head-timeout"), Cluster: c.String("cluster"), Pool: c.String("pool"), HeadOnly: c.Bool("head-only"),
+				EndTime: unixOrZero(c.Int64("end-time")),
 			})
 		},
 	}
+}
+
+func unixOrZero(sec int64) time.Time {
+	if sec <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, 0)
 }

@@ -39,6 +39,9 @@ message line each. Exits 0 only if the app FINISHED.`,
 			&cli.DurationFlag{Name: "timeout", Usage: "cancel the app if it runs longer (0: no limit)"},
 			&cli.StringFlag{Name: "synchronous", Value: "FULL", Usage: "SQLite synchronous mode of the embedded server (FULL or NORMAL)"},
 			&cli.DurationFlag{Name: "lease-ttl", Value: 30 * time.Second, Usage: "embedded server: how long a lease survives without a heartbeat"},
+			&cli.StringFlag{Name: "cluster", Usage: "run the app's pools as Slurm pilot jobs on this cluster (defined in app.yaml or ~/.scalebox/clusters.yaml); the router stays on this host"},
+			&cli.StringFlag{Name: "listen", Value: ":0", Usage: "with --cluster: TCP address pilots connect to (TLS)"},
+			&cli.StringFlag{Name: "advertise", Usage: "with --cluster: https URL pilots use to reach this head (default https://HOSTNAME:PORT)"},
 			jsonFlag,
 		},
 		Action: runAction,
@@ -57,6 +60,26 @@ func runAction(c *cli.Context) error {
 	var pilots *local.BatchSystem
 	var srv *server.Server
 	stateDir := c.String("state-dir")
+	var clusters map[string]dataflow.BatchSystem
+	listen := ""
+	if name := c.String("cluster"); name != "" {
+		if c.String("server") != "" {
+			return usageErr("--cluster is for the embedded server; a running server uses its own clusters")
+		}
+		if err := mergeUserClusters(app); err != nil {
+			return err
+		}
+		if app.Clusters[name] == nil {
+			return usageErr("--cluster %s: no such cluster; defined: %s", name, clusterNames(app))
+		}
+		if app.Cluster == "" {
+			app.Cluster = name
+		}
+		if clusters, err = batchSystems(app, stateDir, c.String("log-level")); err != nil {
+			return err
+		}
+		listen = c.String("listen")
+	}
 	if addr := c.String("server"); addr != "" {
 		client, err = api.NewClient(addr, clientOptions(c))
 		if err != nil {
@@ -67,8 +90,8 @@ func runAction(c *cli.Context) error {
 			return usageErr("--pilots must be at least 1")
 		}
 		srv, err = server.Open(ctx, server.Options{StateDir: stateDir, Synchronous: c.String("synchronous"), Version: version,
-			LeaseTTL: c.Duration("lease-ttl"),
-			Log:      slog.Default().With("component", "server")})
+			LeaseTTL: c.Duration("lease-ttl"), Clusters: clusters, Listen: listen, Advertise: c.String("advertise"),
+			Log: slog.Default().With("component", "server")})
 		if err != nil {
 			return withCode(exitNoServer, err)
 		}
@@ -96,14 +119,25 @@ func runAction(c *cli.Context) error {
 	fmt.Fprintf(c.App.ErrWriter, "app %d (%s) created\n", id, app.Name)
 	if pilots != nil {
 		sock, _ := filepath.Abs(server.SocketPath(stateDir))
-		for i := 0; i < c.Int("pilots"); i++ {
-			if _, err := pilots.Submit(ctx, dataflow.PilotRequest{AppID: id, Server: "unix://" + sock, Head: i == 0, Name: app.Name}); err != nil {
+		n := c.Int("pilots")
+		if clusters != nil {
+			// Slurm pilots do the work; this host runs only the router.
+			n = 0
+			for _, m := range app.Modules {
+				if m.SlotOnHead {
+					n = 1
+				}
+			}
+		}
+		for i := 0; i < n; i++ {
+			if _, err := pilots.Submit(ctx, dataflow.PilotRequest{AppID: id, Server: "unix://" + sock, Head: i == 0,
+				HeadOnly: clusters != nil, Name: app.Name}); err != nil {
 				return err
 			}
 		}
 	}
 	var alive func() bool
-	if pilots != nil {
+	if pilots != nil && clusters == nil {
 		alive = func() bool {
 			st, _ := pilots.Status(ctx, pilots.IDs())
 			for _, s := range st {
