@@ -176,6 +176,24 @@ type Pool struct {
 	IdleTimeout string   `json:"idle_timeout,omitempty"`
 }
 
+// ResolvePools turns slots entries that name a pool of any cluster into
+// pool entries. Call it again after adding clusters (~/.scalebox/clusters.yaml).
+func (a *App) ResolvePools() {
+	pools := map[string]bool{}
+	for _, c := range a.Clusters {
+		for name := range c.Pools {
+			pools[name] = true
+		}
+	}
+	for _, m := range a.Modules {
+		for i := range m.Slots {
+			if pools[m.Slots[i].Host] {
+				m.Slots[i].Pool, m.Slots[i].Host = m.Slots[i].Host, ""
+			}
+		}
+	}
+}
+
 // Module returns the named module or nil.
 func (a *App) Module(name string) *Module {
 	for _, m := range a.Modules {

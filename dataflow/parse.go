@@ -335,24 +335,14 @@ func (p *parser) app(root *yaml.Node) *App {
 	if len(a.Modules) == 0 {
 		p.errf(mn, "modules: at least one module is required")
 	}
-	pools := map[string]bool{}
-	for _, c := range a.Clusters {
-		for name := range c.Pools {
-			pools[name] = true
-		}
-	}
 	for _, m := range a.Modules {
 		for i, s := range m.SinkModules {
 			if !seen[s] {
 				p.errf(sinkNodes[m][i], "module %q: sink module %q does not exist%s", m.Name, s, suggest(s, a.moduleNames()))
 			}
 		}
-		for i := range m.Slots {
-			if pools[m.Slots[i].Host] {
-				m.Slots[i].Pool, m.Slots[i].Host = m.Slots[i].Host, ""
-			}
-		}
 	}
+	a.ResolvePools()
 	if r := a.Parameters.MainRouter; r != "" {
 		if !seen[r] {
 			p.errf(routerNode, "main_router %q does not exist%s", r, suggest(r, a.moduleNames()))

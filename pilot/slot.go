@@ -264,6 +264,15 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 		cmd.Timeout = time.Duration(m.TaskMaxSeconds) * time.Second
 		res = runProcess(ctx, cmd)
 		s.f.observe(res.Ended.Sub(res.Started) / time.Duration(len(tasks)))
+		if !res.TimedOut && killedBySignal(res.ExitCode) {
+			// scancel and node shutdown signal the task and the pilot at
+			// once; a task killed that way is lost work, not a failure.
+			// Give the pilot's own signal a moment to arrive.
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
 		if ctx.Err() != nil && !res.TimedOut {
 			res.ExitCode, res.SystemErr = dataflow.ExitLost, "pilot stopping: task killed"
 		}
@@ -299,4 +308,14 @@ func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs) {
 		}
 		s.p.rep.addCompletion(c)
 	}
+}
+
+// killedBySignal is true for the exit codes of SIGHUP, SIGINT, SIGKILL and
+// SIGTERM (128+n), as shells and runProcess report them.
+func killedBySignal(code int) bool {
+	switch code {
+	case 128 + 1, 128 + 2, 128 + 9, 128 + 15:
+		return true
+	}
+	return false
 }

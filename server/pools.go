@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/scalebox-hpc/scalebox/broker"
@@ -122,10 +123,21 @@ func defaultPool(c *dataflow.Cluster) string {
 }
 
 type poolManager struct {
+	mu         sync.Mutex          // one pass at a time
 	lastStatus map[int64]time.Time // per app
 }
 
+// SettlePools ends the bookkeeping of an ended app's pilot jobs now:
+// `scalebox run` calls it before it reports, so no job is left running.
+func (s *Server) SettlePools(ctx context.Context, appID int64) error {
+	s.pm.mu.Lock()
+	defer s.pm.mu.Unlock()
+	return s.manageApp(ctx, appID)
+}
+
 func (s *Server) managePools(ctx context.Context) {
+	s.pm.mu.Lock()
+	defer s.pm.mu.Unlock()
 	if len(s.opts.Clusters) == 0 {
 		return
 	}
@@ -150,6 +162,11 @@ func (s *Server) manageApp(ctx context.Context, appID int64) error {
 		return nil
 	}
 	if st.Done() {
+		// Jobs whose pilots left on their own end as Slurm says; the rest
+		// are cancelled.
+		if jobs, err = s.refreshJobs(ctx, jobs); err != nil {
+			return err
+		}
 		return s.cancelJobs(ctx, jobs, "app "+string(st))
 	}
 	if time.Since(s.pm.lastStatus[appID]) >= statusEvery && len(jobs) > 0 {

@@ -53,6 +53,7 @@ func mergeUserClusters(app *dataflow.App) error {
 			app.Clusters[name] = c
 		}
 	}
+	app.ResolvePools()
 	return nil
 }
 

@@ -157,6 +157,13 @@ func runAction(c *cli.Context) error {
 			pilots.Cancel(context.Background(), pilots.IDs())
 		}
 		cancel()
+		if clusters != nil {
+			sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
+			if serr := srv.SettlePools(sctx, id); serr != nil {
+				slog.Warn("pilot jobs of the ended app", "err", serr)
+			}
+			scancel()
+		}
 		if info != nil {
 			if fresh, ferr := client.App(context.Background(), id); ferr == nil {
 				info = fresh

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scalebox-hpc/scalebox/server"
+	"github.com/scalebox-hpc/scalebox/slurm/slurmtest"
+)
+
+// End-to-end runs on the local Slurm cluster "ci" (scripts/cluster.sh):
+// real slurmctld, three slurmd, slurmrestd. They skip without it, and
+// fail under .ci/run (SCALEBOX_TEST_REQUIRE=all).
+
+// clustersFile writes a ~/.scalebox/clusters.yaml for cluster ci with the
+// given slurm settings and one pool "default".
+func clustersFile(t *testing.T, slurm, pool string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "clusters.yaml")
+	body := "clusters:\n  ci:\n    slurm:\n" + indentLines(slurm, 6) + "    pools:\n      default:\n" + indentLines(pool, 8)
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func indentLines(s string, n int) string {
+	var b strings.Builder
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		b.WriteString(strings.Repeat(" ", n) + strings.TrimSpace(l) + "\n")
+	}
+	return b.String()
+}
+
+// slurmRun is `scalebox run --cluster ci` with a clusters file.
+type slurmRun struct {
+	cmd       *exec.Cmd
+	out, errb bytes.Buffer
+	cancel    context.CancelFunc
+}
+
+func startOnSlurm(t *testing.T, timeout time.Duration, clusters, state string, args ...string) *slurmRun {
+	t.Helper()
+	all := append([]string{"--log-level", "info", "--state-dir", state, "run", "--cluster", "ci", "--listen", "127.0.0.1:0", "--json"}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	r := &slurmRun{cancel: cancel}
+	r.cmd = exec.CommandContext(ctx, daemons, all...)
+	r.cmd.Env = append(os.Environ(), "SCALEBOX_CLUSTERS="+clusters)
+	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.errb
+	if err := r.cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	return r
+}
+
+// wait is safe to call from any goroutine; check the result on the test's.
+func (r *slurmRun) wait() (result, error) {
+	defer r.cancel()
+	err := r.cmd.Wait()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code, err = ee.ExitCode(), nil
+	}
+	return result{r.out.String(), r.errb.String(), code}, err
+}
+
+// runOnSlurm runs `scalebox run --cluster ci` with the clusters file.
+func runOnSlurm(t *testing.T, timeout time.Duration, clusters, state string, args ...string) result {
+	t.Helper()
+	start := time.Now()
+	r, err := startOnSlurm(t, timeout, clusters, state, args...).wait()
+	if time.Since(start) >= timeout {
+		t.Fatalf("run --cluster ci: timed out after %s\nstderr:\n%s", timeout, r.stderr)
+	}
+	if err != nil {
+		t.Fatalf("run --cluster ci: %v\nstderr:\n%s", err, r.stderr)
+	}
+	return r
+}
+
+type runSummary struct {
+	Status     string           `json:"status"`
+	Result     string           `json:"result"`
+	Semaphores map[string]int64 `json:"semaphores"`
+	Pools      []struct {
+		Pool        string `json:"pool"`
+		ActiveJobs  int    `json:"active_jobs"`
+		Submissions int    `json:"submissions"`
+		Attempts    int    `json:"attempts"`
+		Paused      bool   `json:"paused"`
+		LastError   string `json:"last_error"`
+	} `json:"pools"`
+	Why []string `json:"why"`
+}
+
+func decodeSummary(t *testing.T, r result) runSummary {
+	t.Helper()
+	var s runSummary
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("summary: %v\nstdout:\n%s\nstderr:\n%s", err, r.stdout, r.stderr)
+	}
+	return s
+}
+
+// checkPrimesOnSlurm asserts the answer, that calc ran on >= 2 Slurm
+// nodes, and that pilot jobs, not task jobs, were submitted.
+func checkPrimesOnSlurm(t *testing.T, r result, state string, maxJobs int) {
+	t.Helper()
+	if r.code != 0 {
+		t.Fatalf("run exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	s := decodeSummary(t, r)
+	if s.Status != "FINISHED" || s.Result != "78498" {
+		t.Fatalf("status %s result %q, want FINISHED 78498", s.Status, s.Result)
+	}
+	db := openDB(t, state)
+	calc := "(SELECT id FROM modules WHERE name = 'calc')"
+	hosts := queryInt(t, db, "SELECT count(DISTINCT host) FROM task_execs WHERE module_id = "+calc)
+	if hosts < 2 {
+		t.Errorf("calc ran on %d node(s), want >= 2", hosts)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM task_execs WHERE module_id = "+calc+" AND host NOT IN ('n1','n2','n3')"); n != 0 {
+		t.Errorf("%d calc execs ran outside the Slurm nodes", n)
+	}
+	jobs := queryInt(t, db, "SELECT count(*) FROM pilot_jobs")
+	tasks := queryInt(t, db, "SELECT count(*) FROM tasks WHERE module_id = "+calc)
+	if jobs < 1 || jobs > maxJobs {
+		t.Errorf("%d pilot jobs submitted for %d calc tasks, want 1..%d (the pool's max)", jobs, tasks, maxJobs)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM pilot_jobs WHERE state = 'active'"); n != 0 {
+		t.Errorf("%d pilot jobs still active after the app ended", n)
+	}
+	// Slurm's own record agrees: every job id we recorded is a job of ours.
+	for _, id := range queryStrings(t, db, "SELECT job_id FROM pilot_jobs") {
+		out, err := exec.Command("squeue", "-h", "-a", "-t", "all", "-j", id, "-o", "%j").Output()
+		if err != nil || !strings.HasPrefix(strings.TrimSpace(string(out)), "scalebox-primes-") {
+			t.Errorf("job %s: squeue says %q (%v)", id, out, err)
+		}
+	}
+	t.Logf("calc: %d tasks on %d nodes through %d pilot jobs", tasks, hosts, jobs)
+}
+
+func queryStrings(t *testing.T, db *sql.DB, q string, args ...any) []string {
+	t.Helper()
+	rows, err := db.Query(q, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+const ciPool = `partition: debug
+nodes: 1
+cpus: 4
+time: "10"
+max: 3`
+
+func TestPrimesOnSlurmCLI(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.CI)
+	state := stateDir(t)
+	r := runOnSlurm(t, 3*time.Minute, clustersFile(t, "mode: cli", ciPool), state, examples("primes"))
+	checkPrimesOnSlurm(t, r, state, 3)
+}
+
+func TestPrimesOnSlurmREST(t *testing.T) {
+	slurmtest.NeedREST(t, slurmtest.CI)
+	state := stateDir(t)
+	r := runOnSlurm(t, 3*time.Minute, clustersFile(t, "mode: rest\nrest_url: "+slurmtest.CI.RestURL, ciPool), state, examples("primes"))
+	checkPrimesOnSlurm(t, r, state, 3)
+}
+
+// A pool that cannot submit pauses after a bounded number of attempts,
+// and the status says what Slurm said.
+func TestBadPartitionPausesPool(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.CI)
+	state := stateDir(t)
+	pool := strings.Replace(ciPool, "partition: debug", "partition: nosuchpart", 1)
+	run := startOnSlurm(t, 3*time.Minute, clustersFile(t, "mode: cli", pool), state, examples("primes"))
+	t.Cleanup(run.cancel)
+	var s runSummary
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r := sb(t, time.Minute, "--state-dir", state, "app", "status", "--json", "1")
+		if r.code == 0 {
+			s = decodeSummary(t, r)
+			if len(s.Pools) == 1 && s.Pools[0].Paused {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pool not paused after 2 minutes: %+v\n%s", s.Pools, r.stderr)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if s.Pools[0].Attempts > server.MaxSubmitFailures || s.Pools[0].Submissions != 0 {
+		t.Errorf("%d submission attempts (%d succeeded), want at most %d and none", s.Pools[0].Attempts, s.Pools[0].Submissions, server.MaxSubmitFailures)
+	}
+	if !strings.Contains(s.Pools[0].LastError, "Invalid partition") {
+		t.Errorf("pool error does not carry Slurm's message: %q", s.Pools[0].LastError)
+	}
+	st := sb(t, time.Minute, "--state-dir", state, "app", "status", "1")
+	if !strings.Contains(st.stdout+st.stderr, "Invalid partition") || !strings.Contains(st.stdout+st.stderr, "paused") {
+		t.Errorf("app status does not explain the paused pool:\n%s%s", st.stdout, st.stderr)
+	}
+	// Paused means paused: no further attempt while we wait a backoff.
+	time.Sleep(3 * time.Second)
+	again := decodeSummary(t, sb(t, time.Minute, "--state-dir", state, "app", "status", "--json", "1"))
+	if again.Pools[0].Attempts != s.Pools[0].Attempts {
+		t.Errorf("a paused pool kept submitting: %d then %d attempts", s.Pools[0].Attempts, again.Pools[0].Attempts)
+	}
+	if r := sb(t, time.Minute, "--state-dir", state, "app", "cancel", "1"); r.code != 0 {
+		t.Fatalf("cancel: %s", r.stderr)
+	}
+	if _, err := run.wait(); err != nil {
+		t.Fatal(err)
+	}
+	db := openDB(t, state)
+	if n := queryInt(t, db, "SELECT count(*) FROM pilot_jobs"); n != 0 {
+		t.Errorf("%d jobs recorded for a pool that cannot submit", n)
+	}
+}
+
+// scancel of a pilot mid-run: the loss is noticed within 15 s, its tasks
+// finish elsewhere, a replacement is submitted, nothing is lost or
+// duplicated.
+func TestScancelPilotMidRun(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.CI)
+	var starts strings.Builder
+	for i := 1; i <= 40; i++ {
+		fmt.Fprintf(&starts, "t%d\n", i)
+	}
+	dir := writeFiles(t, map[string]string{
+		"app.yaml": `name: scancel
+modules:
+  work:
+    base_image: host
+    arguments: {code_path: ./work, task_max_seconds: 60}
+    parameters: {start_task: "FILE:tasks.txt"}
+    slots: ["default:2"]
+    sink_modules: done
+  done:
+    base_image: host
+    arguments: {code_path: ./done}
+    slots: ["default:1"]
+`,
+		"tasks.txt":   starts.String(),
+		"work/run.sh": "#!/bin/sh\nsleep 1.5\necho \"$1-done\" > \"$WORK_DIR/sink-tasks.txt\"\n",
+		"done/run.sh": "#!/bin/sh\nexit 0\n",
+	})
+	state := stateDir(t)
+	pool := strings.Replace(ciPool, "max: 3", "max: 2", 1)
+	clusters := clustersFile(t, "mode: cli", pool)
+	run := startOnSlurm(t, 4*time.Minute, clusters, state, dir)
+	type outcome struct {
+		r   result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() { r, err := run.wait(); done <- outcome{r, err} }()
+	t.Cleanup(func() { run.cancel() })
+
+	// Wait for both pilots to be working, then cancel one of them.
+	dbPath := filepath.Join(state, "scalebox.db")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if _, err := os.Stat(dbPath); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no database")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	db := openDB(t, state)
+	waitCount(t, db, "SELECT count(DISTINCT lease_pilot) FROM tasks WHERE state = 'running'", 2, 2*time.Minute, "two pilots never ran tasks at once")
+	var victim, victimPilot string
+	if err := db.QueryRow(`SELECT p.job_id, p.id FROM pilots p WHERE p.job_id <> '' AND p.state = 'active'
+		AND EXISTS (SELECT 1 FROM tasks t WHERE t.lease_pilot = p.id AND t.state = 'running') LIMIT 1`).Scan(&victim, &victimPilot); err != nil {
+		t.Fatal(err)
+	}
+	cancelled := time.Now()
+	if out, err := exec.Command("scancel", victim).CombinedOutput(); err != nil {
+		t.Fatalf("scancel %s: %v %s", victim, err, out)
+	}
+	// Noticed: the job's row ends and its pilot is no longer active.
+	for {
+		var ended int
+		db.QueryRow("SELECT count(*) FROM pilot_jobs WHERE job_id = ? AND state = 'ended'", victim).Scan(&ended)
+		var active int
+		db.QueryRow("SELECT count(*) FROM pilots WHERE id = ? AND state = 'active'", victimPilot).Scan(&active)
+		if ended == 1 || active == 0 {
+			break
+		}
+		if time.Since(cancelled) > 15*time.Second {
+			t.Fatalf("loss of pilot job %s not noticed within 15 s", victim)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("loss of job %s noticed after %v", victim, time.Since(cancelled).Round(10*time.Millisecond))
+	out := <-done
+	if out.err != nil {
+		t.Fatal(out.err)
+	}
+	if out.r.code != 0 {
+		t.Fatalf("run exited %d\n%s\n%s", out.r.code, out.r.stdout, out.r.stderr)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM pilot_jobs"); n < 3 {
+		t.Errorf("%d pilot jobs submitted, want a replacement (>= 3)", n)
+	}
+	for _, c := range []struct {
+		what string
+		q    string
+		want int
+	}{
+		{"tasks", "SELECT count(*) FROM tasks", 80},
+		{"succeeded", "SELECT count(*) FROM tasks WHERE state = 'succeeded'", 80},
+		{"tasks without exactly one successful exec", `SELECT count(*) FROM tasks t
+			WHERE (SELECT count(*) FROM task_execs e WHERE e.task_id = t.id AND e.exit_code = 0) <> 1`, 0},
+		{"distinct done bodies", "SELECT count(DISTINCT body) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'done'", 40},
+	} {
+		if got := queryInt(t, db, c.q); got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, got, c.want)
+		}
+	}
+	t.Logf("exec records with non-zero exit (killed attempts): %d", queryInt(t, db, "SELECT count(*) FROM task_execs WHERE exit_code <> 0"))
+}
