@@ -10,7 +10,7 @@ FUZZTIME ?= 15s
 FUZZMIN ?= 2s
 DEMO_STATE ?= .scalebox/demo
 
-.PHONY: build demo test unit fuzz lint bench ci clean
+.PHONY: build demo test unit fuzz lint bench ci clean deps cluster-up cluster-down
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/scalebox
@@ -40,6 +40,17 @@ bench: build
 
 ci:
 	bash .ci/run
+
+# The real components the integration tests use (root, apt): Slurm 22.05,
+# munge, slurmrestd. `make cluster-up` starts the local test clusters.
+deps:
+	bash scripts/cluster.sh deps
+
+cluster-up:
+	bash scripts/cluster.sh up ci
+
+cluster-down:
+	bash scripts/cluster.sh down ci
 
 clean:
 	rm -rf bin .scalebox

@@ -190,20 +190,38 @@ func (p *parser) clusters(v *yaml.Node) map[string]*Cluster {
 
 func (p *parser) pool(pl *Pool, what string, v *yaml.Node) {
 	p.mapping(v, what, map[string]func(k, v *yaml.Node){
-		"partition":    p.str(&pl.Partition),
-		"account":      p.str(&pl.Account),
-		"qos":          p.str(&pl.QOS),
-		"time":         p.str(&pl.Time),
-		"nodes":        p.integer(&pl.Nodes, 1),
-		"cpus":         p.integer(&pl.CPUs, 1),
-		"mem":          p.str(&pl.Mem),
-		"gres":         p.str(&pl.Gres),
-		"constraint":   p.str(&pl.Constraint),
-		"sbatch_args":  func(k, v *yaml.Node) { pl.SbatchArgs, _ = p.strList(k, v) },
-		"min":          p.integer(&pl.Min, 0),
-		"max":          p.integer(&pl.Max, 0),
-		"idle_timeout": p.str(&pl.IdleTimeout),
+		"partition": p.str(&pl.Partition),
+		"account":   p.str(&pl.Account),
+		"qos":       p.str(&pl.QOS),
+		"time": func(k, v *yaml.Node) {
+			p.str(&pl.Time)(k, v)
+			if _, err := ParseTimeLimit(pl.Time); err != nil {
+				p.errf(v, "%s: %v", what, err)
+			}
+		},
+		"nodes": p.integer(&pl.Nodes, 1),
+		"cpus":  p.integer(&pl.CPUs, 1),
+		"mem": func(k, v *yaml.Node) {
+			p.str(&pl.Mem)(k, v)
+			if _, err := ParseMemMB(pl.Mem); err != nil {
+				p.errf(v, "%s: %v", what, err)
+			}
+		},
+		"gres":        p.str(&pl.Gres),
+		"constraint":  p.str(&pl.Constraint),
+		"sbatch_args": func(k, v *yaml.Node) { pl.SbatchArgs, _ = p.strList(k, v) },
+		"min":         p.integer(&pl.Min, 0),
+		"max":         p.integer(&pl.Max, 0),
+		"idle_timeout": func(k, v *yaml.Node) {
+			p.str(&pl.IdleTimeout)(k, v)
+			if _, err := ParseIdleTimeout(pl.IdleTimeout); err != nil {
+				p.errf(v, "%s: %v", what, err)
+			}
+		},
 	}, nil)
+	if pl.Max > 0 && pl.Min > pl.Max {
+		p.errf(v, "%s: min %d is more than max %d", what, pl.Min, pl.Max)
+	}
 }
 
 // nearest returns the known word closest to s, if it is close enough to be

@@ -27,6 +27,23 @@ type feeder struct {
 	avg      time.Duration // moving average of task run time
 	closed   bool
 	wake     chan struct{}
+	// maxRun is the module's task_max_seconds: a task is leased and
+	// started only while it can finish before the pilot's end.
+	maxRun time.Duration
+}
+
+// walltimeMargin is kept free at the end of a job for the last reports
+// and a clean leave.
+const walltimeMargin = 10 * time.Second
+
+// timeLeft is how long a task started now may run before the job ends
+// (a large value without an end time).
+func (f *feeder) timeLeft() time.Duration {
+	end := f.p.cfg.EndTime
+	if end.IsZero() {
+		return 1 << 62
+	}
+	return time.Until(end) - walltimeMargin - f.maxRun
 }
 
 const (
@@ -38,7 +55,8 @@ func newFeeder(p *Pilot, pm api.PlannedModule) *feeder {
 	f := &feeder{p: p, module: pm.Module.Name, slots: pm.Slots, batch: max(pm.Module.TaskBatchSize, 1),
 		// With a check.sh, tasks wait for admission: lease only for slots
 		// that asked, so they are not held away from other pilots.
-		prefetch: !hasCheckScript(pm.Module), wake: make(chan struct{}, 1)}
+		prefetch: !hasCheckScript(pm.Module), wake: make(chan struct{}, 1),
+		maxRun: time.Duration(pm.Module.TaskMaxSeconds) * time.Second}
 	f.cond = sync.NewCond(&f.mu)
 	return f
 }
@@ -86,6 +104,12 @@ func (f *feeder) run(ctx context.Context) {
 	defer f.close()
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
+		left := f.timeLeft()
+		if left <= 0 {
+			f.p.log.Info("walltime: no more tasks fit before the job ends", "module", f.module,
+				"end", f.p.cfg.EndTime.Format(time.RFC3339), "task_max_seconds", f.maxRun.Seconds())
+			return
+		}
 		n := f.want()
 		if n <= 0 {
 			select {
@@ -96,7 +120,7 @@ func (f *feeder) run(ctx context.Context) {
 			}
 		}
 		res, err := f.p.cfg.Client.Lease(ctx, f.p.reg.PilotID, api.Lease{
-			Wants: []dataflow.Want{{Module: f.module, Max: n}}, Wait: 20 * time.Second})
+			Wants: []dataflow.Want{{Module: f.module, Max: n}}, Wait: min(20*time.Second, left)})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -139,7 +163,13 @@ func (f *feeder) take(n int) []dataflow.LeasedTask {
 		f.poke()
 		f.cond.Wait()
 	}
+	// A buffered task that no longer fits is left for drain (released
+	// unstarted, without counting an attempt).
 	if len(f.buf) == 0 {
+		return nil
+	}
+	if f.timeLeft() <= 0 {
+		f.poke() // the lease loop sees the time is up and closes
 		return nil
 	}
 	n = min(n, len(f.buf))

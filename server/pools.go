@@ -268,7 +268,7 @@ func (s *Server) sizePool(ctx context.Context, app *dataflow.App, p *poolRef, in
 	}
 	active := 0
 	for _, j := range jobs {
-		if j.Cluster == p.key.Cluster && j.Pool == p.key.Pool {
+		if j.Cluster == p.key.Cluster && j.Pool == p.key.Pool && !expiring(j, p, app, time.Now()) {
 			active++
 		}
 	}
@@ -298,6 +298,27 @@ func (s *Server) sizePool(ctx context.Context, app *dataflow.App, p *poolRef, in
 		s.log.Info("pilot job submitted", "app", p.key.AppID, "cluster", p.key.Cluster, "pool", p.key.Pool, "job", id)
 	}
 	return nil
+}
+
+// replaceLead is how long before a job's walltime its replacement is
+// submitted, beyond the longest task of the pool: time to queue and start.
+const replaceLead = 30 * time.Second
+
+// expiring is true for a running job so close to its walltime that its
+// pilots take no more of the pool's longest tasks: it no longer counts,
+// so a replacement is submitted while it finishes what it runs.
+func expiring(j broker.PilotJob, p *poolRef, app *dataflow.App, now time.Time) bool {
+	limit := p.spec.TimeLimit()
+	if limit <= 0 || j.StartedAt == nil {
+		return false
+	}
+	var longest time.Duration
+	for name := range p.modules {
+		if m := app.Module(name); m != nil {
+			longest = max(longest, time.Duration(m.TaskMaxSeconds)*time.Second)
+		}
+	}
+	return now.After(j.StartedAt.Add(limit - longest - replaceLead))
 }
 
 // wantedJobs is the number of pilot jobs a pool should have: enough nodes

@@ -39,11 +39,11 @@ func JobFor(name string, p *dataflow.Pool) (*Job, error) {
 	if p == nil {
 		return job, nil
 	}
-	limit, err := ParseTimeLimit(p.Time)
+	limit, err := dataflow.ParseTimeLimit(p.Time)
 	if err != nil {
 		return nil, err
 	}
-	mem, err := ParseMemMB(p.Mem)
+	mem, err := dataflow.ParseMemMB(p.Mem)
 	if err != nil {
 		return nil, err
 	}

@@ -6,8 +6,6 @@ package slurm
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -87,91 +85,10 @@ type Info struct {
 	API     string `json:"api,omitempty"`     // REST API version in use, e.g. v0.0.38
 }
 
-// ParseTimeLimit parses Slurm's time formats: "minutes", "minutes:seconds",
-// "hours:minutes:seconds", "days-hours", "days-hours:minutes" and
-// "days-hours:minutes:seconds". "" is zero (the partition's default).
-func ParseTimeLimit(s string) (time.Duration, error) {
-	s = strings.TrimSpace(s)
-	if s == "" {
-		return 0, nil
-	}
-	bad := fmt.Errorf("time %q: want minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS", s)
-	num := func(p string) (int64, bool) {
-		n, err := strconv.ParseInt(p, 10, 32)
-		return n, err == nil && n >= 0
-	}
-	var days int64
-	rest := s
-	hasDays := false
-	if d, r, ok := strings.Cut(s, "-"); ok {
-		n, ok := num(d)
-		if !ok {
-			return 0, bad
-		}
-		days, rest, hasDays = n, r, true
-	}
-	parts := strings.Split(rest, ":")
-	vals := make([]int64, len(parts))
-	for i, p := range parts {
-		n, ok := num(p)
-		if !ok {
-			return 0, bad
-		}
-		vals[i] = n
-	}
-	var h, m, sec int64
-	switch {
-	case hasDays && len(vals) == 1:
-		h = vals[0]
-	case hasDays && len(vals) == 2:
-		h, m = vals[0], vals[1]
-	case len(vals) == 3:
-		h, m, sec = vals[0], vals[1], vals[2]
-	case !hasDays && len(vals) == 1:
-		m = vals[0]
-	case !hasDays && len(vals) == 2:
-		m, sec = vals[0], vals[1]
-	default:
-		return 0, bad
-	}
-	d := time.Duration(days)*24*time.Hour + time.Duration(h)*time.Hour + time.Duration(m)*time.Minute + time.Duration(sec)*time.Second
-	return d, nil
-}
-
 // Minutes rounds a time limit up to whole minutes; 0 stays 0.
 func Minutes(d time.Duration) int64 {
 	if d <= 0 {
 		return 0
 	}
 	return int64((d + time.Minute - 1) / time.Minute)
-}
-
-// ParseMemMB parses a memory size as sbatch --mem does: a number with an
-// optional K, M, G or T suffix, megabytes by default.
-func ParseMemMB(s string) (int, error) {
-	orig := s
-	s = strings.TrimSpace(strings.ToUpper(s))
-	if s == "" {
-		return 0, nil
-	}
-	mult := 1.0
-	switch s[len(s)-1] {
-	case 'K':
-		mult, s = 1.0/1024, s[:len(s)-1]
-	case 'M':
-		s = s[:len(s)-1]
-	case 'G':
-		mult, s = 1024, s[:len(s)-1]
-	case 'T':
-		mult, s = 1024*1024, s[:len(s)-1]
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 || v*mult > 1<<40 {
-		return 0, fmt.Errorf("mem %q: want a size like 4000, 4000M, 16G", orig)
-	}
-	mb := int(v * mult)
-	if float64(mb) < v*mult {
-		mb++
-	}
-	return mb, nil
 }

@@ -292,6 +292,24 @@ modules:
 	}
 	db := openDB(t, state)
 	waitCount(t, db, "SELECT count(DISTINCT lease_pilot) FROM tasks WHERE state = 'running'", 2, 2*time.Minute, "two pilots never ran tasks at once")
+	// While pilots run: no secret in their command lines or in Slurm's
+	// view of the jobs.
+	token := readToken(t, state)
+	ps, err := exec.Command("ps", "-eo", "args").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(ps), "pilot --app") {
+		t.Fatalf("no pilot in ps output:\n%s", ps)
+	}
+	noToken(t, token, "ps output", string(ps))
+	for _, id := range queryStrings(t, db, "SELECT job_id FROM pilot_jobs WHERE state = 'active'") {
+		out, err := exec.Command("scontrol", "show", "job", "-d", id).CombinedOutput()
+		if err != nil {
+			t.Fatalf("scontrol show job -d %s: %v %s", id, err, out)
+		}
+		noToken(t, token, "scontrol show job -d "+id, string(out))
+	}
 	var victim, victimPilot string
 	if err := db.QueryRow(`SELECT p.job_id, p.id FROM pilots p WHERE p.job_id <> '' AND p.state = 'active'
 		AND EXISTS (SELECT 1 FROM tasks t WHERE t.lease_pilot = p.id AND t.state = 'running') LIMIT 1`).Scan(&victim, &victimPilot); err != nil {
@@ -341,5 +359,91 @@ modules:
 			t.Errorf("%s: %d, want %d", c.what, got, c.want)
 		}
 	}
+	// Afterwards: not in the rendered scripts, Slurm's output or any log.
+	noToken(t, token, "run's stderr", out.r.stderr)
+	filepath.WalkDir(state, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || filepath.Base(path) == "token" || strings.HasPrefix(filepath.Base(path), "scalebox.db") || strings.HasPrefix(filepath.Base(path), "tls.") {
+			return nil
+		}
+		b, _ := os.ReadFile(path)
+		noToken(t, token, path, string(b))
+		return nil
+	})
+	if scripts, _ := filepath.Glob(filepath.Join(state, "clusters", "ci", "app-1", "pilot-*.sh")); len(scripts) < 3 {
+		t.Errorf("kept %d rendered scripts, want one per submission", len(scripts))
+	}
 	t.Logf("exec records with non-zero exit (killed attempts): %d", queryInt(t, db, "SELECT count(*) FROM task_execs WHERE exit_code <> 0"))
+}
+
+func readToken(t *testing.T, state string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 32 {
+		t.Fatalf("token %q is too short to search for", tok)
+	}
+	return tok
+}
+
+func noToken(t *testing.T, token, where, text string) {
+	t.Helper()
+	if strings.Contains(text, token) {
+		t.Errorf("the bearer token appears in %s", where)
+	}
+}
+
+// A pool with a 2-minute walltime and 40 s tasks (task_max_seconds 50):
+// pilots take only tasks that fit, replacements take over before the old
+// jobs end, and no task is killed by the walltime.
+func TestWalltimeReplacement(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.CI)
+	dir := writeFiles(t, map[string]string{
+		"app.yaml": `name: walltime
+modules:
+  long:
+    base_image: host
+    arguments: {code_path: ./long, task_max_seconds: 50}
+    parameters: {start_task: "FILE:tasks.txt"}
+    slots: ["default:1"]
+`,
+		"tasks.txt":   "a\nb\nc\nd\ne\nf\n",
+		"long/run.sh": "#!/bin/sh\nsleep 40\n",
+	})
+	state := stateDir(t)
+	pool := strings.NewReplacer(`time: "10"`, `time: "2"`, "max: 3", "max: 2").Replace(ciPool)
+	r := runOnSlurm(t, 6*time.Minute, clustersFile(t, "mode: cli", pool), state, dir)
+	if r.code != 0 {
+		t.Fatalf("run exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	db := openDB(t, state)
+	for _, c := range []struct {
+		what string
+		q    string
+		want int
+	}{
+		{"succeeded tasks", "SELECT count(*) FROM tasks WHERE state = 'succeeded'", 6},
+		{"failed or lost attempts (killed by the walltime?)", "SELECT count(*) FROM task_execs WHERE exit_code <> 0", 0},
+		{"tasks without exactly one successful exec", `SELECT count(*) FROM tasks t
+			WHERE (SELECT count(*) FROM task_execs e WHERE e.task_id = t.id AND e.exit_code = 0) <> 1`, 0},
+		{"jobs Slurm ended for their time limit", "SELECT count(*) FROM pilot_jobs WHERE end_state LIKE '%TIMEOUT%'", 0},
+	} {
+		if got := queryInt(t, db, c.q); got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, got, c.want)
+		}
+	}
+	jobs := queryInt(t, db, "SELECT count(*) FROM pilot_jobs")
+	if jobs < 3 {
+		t.Errorf("%d pilot jobs: the first two cannot run all six 40 s tasks in 2 minutes, want replacements", jobs)
+	}
+	// Slurm's view: no pilot job of this app hit its time limit.
+	for _, id := range queryStrings(t, db, "SELECT job_id FROM pilot_jobs") {
+		out, _ := exec.Command("squeue", "-h", "-a", "-t", "all", "-j", id, "-o", "%T").Output()
+		if strings.Contains(string(out), "TIMEOUT") {
+			t.Errorf("pilot job %s ended by its walltime", id)
+		}
+	}
+	t.Logf("%d pilot jobs ran the 6 tasks", jobs)
 }
