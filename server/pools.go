@@ -45,7 +45,7 @@ func (s *Server) appPools(app *dataflow.App, appID int64) []*poolRef {
 	byKey := map[broker.PoolKey]*poolRef{}
 	add := func(m *dataflow.Module, pool string, count int) {
 		cluster, spec := findPool(app, m, pool)
-		if spec == nil || s.opts.Clusters[cluster] == nil {
+		if spec == nil || s.batchFor(appID, app, cluster) == nil {
 			return
 		}
 		k := broker.PoolKey{AppID: appID, Cluster: cluster, Pool: pool}
@@ -125,6 +125,33 @@ func defaultPool(c *dataflow.Cluster) string {
 type poolManager struct {
 	mu         sync.Mutex          // one pass at a time
 	lastStatus map[int64]time.Time // per app
+	batch      map[batchKey]dataflow.BatchSystem
+	heads      map[int64]string // app -> head pilot job of HeadPilots
+	headFails  int
+	headRetry  time.Time
+}
+
+type batchKey struct {
+	app     int64
+	cluster string
+}
+
+// batchFor returns (building once) the batch system of an app's cluster.
+func (s *Server) batchFor(appID int64, app *dataflow.App, cluster string) dataflow.BatchSystem {
+	k := batchKey{appID, cluster}
+	if bs, ok := s.pm.batch[k]; ok {
+		return bs
+	}
+	var bs dataflow.BatchSystem
+	if c := app.Clusters[cluster]; c != nil && s.opts.Slurm != nil {
+		var err error
+		if bs, err = s.opts.Slurm(cluster, c); err != nil {
+			s.log.Error("cluster definition", "app", appID, "cluster", cluster, "err", err)
+			bs = nil
+		}
+	}
+	s.pm.batch[k] = bs
+	return bs
 }
 
 // SettlePools ends the bookkeeping of an ended app's pilot jobs now:
@@ -138,7 +165,7 @@ func (s *Server) SettlePools(ctx context.Context, appID int64) error {
 func (s *Server) managePools(ctx context.Context) {
 	s.pm.mu.Lock()
 	defer s.pm.mu.Unlock()
-	if len(s.opts.Clusters) == 0 {
+	if s.opts.Slurm == nil {
 		return
 	}
 	for _, id := range s.broker.AppIDs() {
@@ -178,6 +205,9 @@ func (s *Server) manageApp(ctx context.Context, appID int64) error {
 	if st != dataflow.AppRunning {
 		return nil
 	}
+	if len(pools) > 0 {
+		s.ensureHeadPilot(ctx, appID, app)
+	}
 	info, err := s.broker.AppInfo(ctx, appID)
 	if err != nil {
 		return err
@@ -203,7 +233,11 @@ func (s *Server) refreshJobs(ctx context.Context, jobs []broker.PilotJob) ([]bro
 	}
 	var still []broker.PilotJob
 	for cluster, js := range byCluster {
-		bs := s.opts.Clusters[cluster]
+		app, _, err := s.broker.App(js[0].AppID)
+		if err != nil {
+			return nil, err
+		}
+		bs := s.batchFor(js[0].AppID, app, cluster)
 		if bs == nil {
 			still = append(still, js...)
 			continue
@@ -274,7 +308,7 @@ func (s *Server) sizePool(ctx context.Context, app *dataflow.App, p *poolRef, in
 	}
 	want := wantedJobs(p, info)
 	for ; active < want; active++ {
-		bs := s.opts.Clusters[p.key.Cluster]
+		bs := s.batchFor(p.key.AppID, app, p.key.Cluster)
 		req := dataflow.PilotRequest{AppID: p.key.AppID, AppName: app.Name, Cluster: p.key.Cluster, Pool: p.key.Pool,
 			Spec: p.spec, Server: s.opts.Advertise, CertSHA256: s.pin, TokenFile: s.TokenFile(),
 			Name: jobName(app.Name, p.key.Pool)}
@@ -350,7 +384,11 @@ func (s *Server) cancelJobs(ctx context.Context, jobs []broker.PilotJob, why str
 		for i, j := range js {
 			ids[i] = j.JobID
 		}
-		if bs := s.opts.Clusters[cluster]; bs != nil {
+		app, _, err := s.broker.App(js[0].AppID)
+		if err != nil {
+			return err
+		}
+		if bs := s.batchFor(js[0].AppID, app, cluster); bs != nil {
 			if err := bs.Cancel(ctx, ids); err != nil {
 				s.log.Warn("cancel pilot jobs", "cluster", cluster, "jobs", ids, "err", err)
 				continue
@@ -376,4 +414,37 @@ func oneLine(s string) string {
 		s = s[:1000] + "..."
 	}
 	return s
+}
+
+// ensureHeadPilot keeps one local pilot for the app's slot_on_head modules
+// (the main router) while its pools run on Slurm, restarting it if it
+// exits, with a backoff.
+func (s *Server) ensureHeadPilot(ctx context.Context, appID int64, app *dataflow.App) {
+	if s.opts.HeadPilots == nil || time.Now().Before(s.pm.headRetry) {
+		return
+	}
+	need := false
+	for _, m := range app.Modules {
+		need = need || m.SlotOnHead
+	}
+	if !need {
+		return
+	}
+	if id, ok := s.pm.heads[appID]; ok {
+		st, err := s.opts.HeadPilots.Status(ctx, []string{id})
+		if err == nil && (st[id] == dataflow.JobRunning || st[id] == dataflow.JobPending) {
+			return
+		}
+		s.log.Warn("head pilot exited; starting another", "app", appID, "job", id)
+	}
+	id, err := s.opts.HeadPilots.Submit(ctx, dataflow.PilotRequest{AppID: appID, Server: "unix://" + SocketPath(s.opts.StateDir),
+		Head: true, HeadOnly: true, Name: app.Name})
+	if err != nil {
+		s.pm.headFails++
+		s.pm.headRetry = time.Now().Add(SubmitBackoff(s.pm.headFails))
+		s.log.Error("start head pilot", "app", appID, "err", err)
+		return
+	}
+	s.pm.headFails = 0
+	s.pm.heads[appID] = id
 }

@@ -41,9 +41,12 @@ type Options struct {
 	// Version is reported by GET /v1/version.
 	Version string
 	Log     *slog.Logger
-	// Clusters are the batch systems pools can submit pilots to, by
-	// cluster name. Without any, the pool manager is idle.
-	Clusters map[string]dataflow.BatchSystem
+	// Slurm builds the batch system of an app's cluster from its
+	// definition. Nil turns the pool manager off (local runs).
+	Slurm func(name string, c *dataflow.Cluster) (dataflow.BatchSystem, error)
+	// HeadPilots starts the local pilot that runs an app's slot_on_head
+	// modules (the main router) when its other modules run on Slurm.
+	HeadPilots dataflow.BatchSystem
 	// Advertise is the https URL pilots on compute nodes use to reach
 	// this server; default https://HOSTNAME:PORT of the TCP listener.
 	Advertise string
@@ -142,7 +145,7 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, broker: b, log: opts.Log, token: token, lock: lock, cert: cert, pin: pin,
 		changed: make(chan struct{}), kick: make(chan struct{}, 1), rescueNow: make(chan struct{}, 1),
-		pm: poolManager{lastStatus: map[int64]time.Time{}}}
+		pm: poolManager{lastStatus: map[int64]time.Time{}, batch: map[batchKey]dataflow.BatchSystem{}, heads: map[int64]string{}}}
 	s.handler = s.routes()
 	return s, nil
 }

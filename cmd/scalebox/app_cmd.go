@@ -21,11 +21,21 @@ func appCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			{
 				Name: "create", Usage: "create an app from DIR/app.yaml and print its id", ArgsUsage: "[DIR|app.yaml] [START_TASK...]",
-				Flags: []cli.Flag{&cli.StringFlag{Name: "env-file", Usage: "variables file instead of DIR/scalebox.env"}, jsonFlag},
+				Flags: []cli.Flag{&cli.StringFlag{Name: "env-file", Usage: "variables file instead of DIR/scalebox.env"},
+					&cli.StringFlag{Name: "cluster", Usage: "default cluster of the app's modules (its pools run there as Slurm pilot jobs)"}, jsonFlag},
 				Action: func(c *cli.Context) error {
 					app, extra, err := appFromArgs(c)
 					if err != nil {
 						return err
+					}
+					if err := mergeUserClusters(app); err != nil {
+						return err
+					}
+					if name := c.String("cluster"); name != "" {
+						if app.Clusters[name] == nil {
+							return usageErr("--cluster %s: no such cluster; defined: %s", name, clusterNames(app))
+						}
+						app.Cluster = name
 					}
 					s, err := connect(c)
 					if err != nil {

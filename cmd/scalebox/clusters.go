@@ -57,19 +57,6 @@ func mergeUserClusters(app *dataflow.App) error {
 	return nil
 }
 
-// batchSystems builds one Slurm batch system per cluster of the app.
-func batchSystems(app *dataflow.App, stateDir, logLevel string) (map[string]dataflow.BatchSystem, error) {
-	out := map[string]dataflow.BatchSystem{}
-	for name, c := range app.Clusters {
-		bs, err := clusterBatch(name, c, stateDir, logLevel)
-		if err != nil {
-			return nil, withCode(exitUsage, fmt.Errorf("cluster %s: %w", name, err))
-		}
-		out[name] = bs
-	}
-	return out, nil
-}
-
 func clusterNames(app *dataflow.App) string {
 	var names []string
 	for n := range app.Clusters {

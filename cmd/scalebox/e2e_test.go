@@ -319,13 +319,18 @@ modules:
 }
 
 // startServer runs `scalebox server` and waits for its socket.
-func startServer(t *testing.T, state string) *exec.Cmd {
+// startServer starts `scalebox server` on state with args (default: no
+// TCP listener) and waits until it answers.
+func startServer(t *testing.T, state string, args ...string) *exec.Cmd {
 	t.Helper()
+	if len(args) == 0 {
+		args = []string{"--listen", ""}
+	}
 	logf, err := os.OpenFile(filepath.Join(state, "server-test.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(daemons, "--state-dir", state, "server", "--listen", "")
+	cmd := exec.Command(daemons, append([]string{"--state-dir", state, "server"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

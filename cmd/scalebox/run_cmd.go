@@ -60,7 +60,7 @@ func runAction(c *cli.Context) error {
 	var pilots *local.BatchSystem
 	var srv *server.Server
 	stateDir := c.String("state-dir")
-	var clusters map[string]dataflow.BatchSystem
+	var slurmFor func(string, *dataflow.Cluster) (dataflow.BatchSystem, error)
 	listen := ""
 	if name := c.String("cluster"); name != "" {
 		if c.String("server") != "" {
@@ -75,8 +75,14 @@ func runAction(c *cli.Context) error {
 		if app.Cluster == "" {
 			app.Cluster = name
 		}
-		if clusters, err = batchSystems(app, stateDir, c.String("log-level")); err != nil {
-			return err
+		// Check every cluster definition now, before anything starts.
+		for n, def := range app.Clusters {
+			if _, err := clusterBatch(n, def, stateDir, c.String("log-level")); err != nil {
+				return usageErr("cluster %s: %v", n, err)
+			}
+		}
+		slurmFor = func(n string, def *dataflow.Cluster) (dataflow.BatchSystem, error) {
+			return clusterBatch(n, def, stateDir, c.String("log-level"))
 		}
 		listen = c.String("listen")
 	}
@@ -89,9 +95,19 @@ func runAction(c *cli.Context) error {
 		if c.Int("pilots") < 1 {
 			return usageErr("--pilots must be at least 1")
 		}
-		srv, err = server.Open(ctx, server.Options{StateDir: stateDir, Synchronous: c.String("synchronous"), Version: version,
-			LeaseTTL: c.Duration("lease-ttl"), Clusters: clusters, Listen: listen, Advertise: c.String("advertise"),
-			Log: slog.Default().With("component", "server")})
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		pilots = &local.BatchSystem{Binary: self, LogDir: filepath.Join(stateDir, "pilots"),
+			Args: []string{"--log-level", c.String("log-level")}}
+		opts := server.Options{StateDir: stateDir, Synchronous: c.String("synchronous"), Version: version,
+			LeaseTTL: c.Duration("lease-ttl"), Listen: listen, Advertise: c.String("advertise"),
+			Log: slog.Default().With("component", "server")}
+		if slurmFor != nil {
+			opts.Slurm, opts.HeadPilots = slurmFor, pilots
+		}
+		srv, err = server.Open(ctx, opts)
 		if err != nil {
 			return withCode(exitNoServer, err)
 		}
@@ -104,12 +120,6 @@ func runAction(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		self, err := os.Executable()
-		if err != nil {
-			return err
-		}
-		pilots = &local.BatchSystem{Binary: self, LogDir: filepath.Join(stateDir, "pilots"),
-			Args: []string{"--log-level", c.String("log-level")}}
 	}
 	id, err := client.CreateApp(ctx, app, extra)
 	if err != nil {
@@ -120,24 +130,17 @@ func runAction(c *cli.Context) error {
 	if pilots != nil {
 		sock, _ := filepath.Abs(server.SocketPath(stateDir))
 		n := c.Int("pilots")
-		if clusters != nil {
-			// Slurm pilots do the work; this host runs only the router.
-			n = 0
-			for _, m := range app.Modules {
-				if m.SlotOnHead {
-					n = 1
-				}
-			}
+		if slurmFor != nil {
+			n = 0 // Slurm pilots do the work; the server starts the router's head pilot
 		}
 		for i := 0; i < n; i++ {
-			if _, err := pilots.Submit(ctx, dataflow.PilotRequest{AppID: id, Server: "unix://" + sock, Head: i == 0,
-				HeadOnly: clusters != nil, Name: app.Name}); err != nil {
+			if _, err := pilots.Submit(ctx, dataflow.PilotRequest{AppID: id, Server: "unix://" + sock, Head: i == 0, Name: app.Name}); err != nil {
 				return err
 			}
 		}
 	}
 	var alive func() bool
-	if pilots != nil && clusters == nil {
+	if pilots != nil && slurmFor == nil {
 		alive = func() bool {
 			st, _ := pilots.Status(ctx, pilots.IDs())
 			for _, s := range st {
@@ -157,7 +160,7 @@ func runAction(c *cli.Context) error {
 			pilots.Cancel(context.Background(), pilots.IDs())
 		}
 		cancel()
-		if clusters != nil {
+		if slurmFor != nil {
 			sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
 			if serr := srv.SettlePools(sctx, id); serr != nil {
 				slog.Warn("pilot jobs of the ended app", "err", serr)

@@ -5,12 +5,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/scalebox-hpc/scalebox/dataflow"
+	"github.com/scalebox-hpc/scalebox/local"
 	"github.com/scalebox-hpc/scalebox/server"
 )
 
@@ -24,6 +27,8 @@ node's local disk: SQLite's WAL does not work on NFS, Lustre or GPFS.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8650", Usage: "TCP address for pilots on other nodes (\"\" for none)"},
 			&cli.DurationFlag{Name: "lease-ttl", Value: 30 * time.Second, Usage: "how long a lease survives without a heartbeat"},
+			&cli.StringFlag{Name: "advertise", Usage: "https URL Slurm pilots use to reach this server (default https://HOSTNAME:PORT of --listen)"},
+			&cli.BoolFlag{Name: "no-slurm", Usage: "do not submit pilot jobs for apps' pools (pilots are started by hand)"},
 			&cli.StringFlag{Name: "synchronous", Value: "FULL", Usage: "SQLite synchronous mode: FULL (no commit lost on power loss) or NORMAL (faster; a power loss may lose the last commits, a crash never does)"},
 		},
 		Action: func(c *cli.Context) error {
@@ -32,8 +37,21 @@ node's local disk: SQLite's WAL does not work on NFS, Lustre or GPFS.`,
 			debug.SetGCPercent(400)
 			ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			srv, err := server.Open(ctx, server.Options{StateDir: c.String("state-dir"), Listen: c.String("listen"),
-				LeaseTTL: c.Duration("lease-ttl"), Synchronous: c.String("synchronous"), Version: version, Log: slog.Default()})
+			stateDir := c.String("state-dir")
+			opts := server.Options{StateDir: stateDir, Listen: c.String("listen"), Advertise: c.String("advertise"),
+				LeaseTTL: c.Duration("lease-ttl"), Synchronous: c.String("synchronous"), Version: version, Log: slog.Default()}
+			if !c.Bool("no-slurm") {
+				self, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				opts.Slurm = func(n string, def *dataflow.Cluster) (dataflow.BatchSystem, error) {
+					return clusterBatch(n, def, stateDir, c.String("log-level"))
+				}
+				opts.HeadPilots = &local.BatchSystem{Binary: self, LogDir: filepath.Join(stateDir, "pilots"),
+					Args: []string{"--log-level", c.String("log-level")}}
+			}
+			srv, err := server.Open(ctx, opts)
 			if err != nil {
 				return withCode(exitNoServer, err)
 			}

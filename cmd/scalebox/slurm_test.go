@@ -6,10 +6,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -279,18 +281,14 @@ modules:
 	t.Cleanup(func() { run.cancel() })
 
 	// Wait for both pilots to be working, then cancel one of them.
-	dbPath := filepath.Join(state, "scalebox.db")
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if _, err := os.Stat(dbPath); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no database")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitFile(t, filepath.Join(state, "scalebox.db"))
 	db := openDB(t, state)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(state, "run-test.log"))
+			t.Logf("run log:\n%s", b)
+		}
+	})
 	waitCount(t, db, "SELECT count(DISTINCT lease_pilot) FROM tasks WHERE state = 'running'", 2, 2*time.Minute, "two pilots never ran tasks at once")
 	// While pilots run: no secret in their command lines or in Slurm's
 	// view of the jobs.
@@ -446,4 +444,113 @@ modules:
 		}
 	}
 	t.Logf("%d pilot jobs ran the 6 tasks", jobs)
+}
+
+// freePort returns a TCP port nobody listens on now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// kill -9 of the head mid-run, then a new server on the same state dir and
+// address: the running pilot jobs reconnect and are re-adopted (no new
+// sbatch), and the app finishes with nothing lost or duplicated.
+func TestServerKilledPilotsReadopted(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.CI)
+	var starts strings.Builder
+	for i := 1; i <= 60; i++ {
+		fmt.Fprintf(&starts, "t%d\n", i)
+	}
+	dir := writeFiles(t, map[string]string{
+		"app.yaml": `name: readopt
+modules:
+  work:
+    base_image: host
+    arguments: {code_path: ./work, task_max_seconds: 60}
+    parameters: {start_task: "FILE:tasks.txt"}
+    slots: ["default:2"]
+    sink_modules: done
+  done:
+    base_image: host
+    arguments: {code_path: ./done}
+    slots: ["default:1"]
+`,
+		"tasks.txt":   starts.String(),
+		"work/run.sh": "#!/bin/sh\nsleep 0.7\necho \"$1-done\" > \"$WORK_DIR/sink-tasks.txt\"\n",
+		"done/run.sh": "#!/bin/sh\nexit 0\n",
+	})
+	state := stateDir(t)
+	addr := freePort(t)
+	pool := strings.Replace(ciPool, "max: 3", "max: 2", 1)
+	clusters := clustersFile(t, "mode: cli", pool)
+	all := []string{"--log-level", "info", "--state-dir", state, "run", "--cluster", "ci", "--listen", addr, dir}
+	run := exec.Command(daemons, all...)
+	run.Env = append(os.Environ(), "SCALEBOX_CLUSTERS="+clusters)
+	logf, _ := os.Create(filepath.Join(state, "run-test.log"))
+	defer logf.Close()
+	run.Stdout, run.Stderr = logf, logf
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { run.Process.Kill(); run.Wait() })
+	waitFile(t, filepath.Join(state, "scalebox.db"))
+	db := openDB(t, state)
+	waitCount(t, db, "SELECT count(DISTINCT lease_pilot) FROM tasks WHERE state IN ('leased','running')", 2, 2*time.Minute, "two Slurm pilots never held tasks at once")
+	waitCount(t, db, "SELECT count(*) FROM task_execs", 10, time.Minute, "no progress before the kill")
+	jobsBefore := queryStrings(t, db, "SELECT job_id FROM pilot_jobs WHERE state = 'active' ORDER BY job_id")
+	run.Process.Signal(syscall.SIGKILL)
+	run.Wait()
+	left := queryInt(t, db, "SELECT 120 - count(*) FROM tasks WHERE state = 'succeeded'")
+	t.Logf("head killed with %d of 120 tasks unfinished; pilot jobs %v", left, jobsBefore)
+	if left < 20 {
+		t.Fatalf("only %d tasks left at the kill; the test needs work in flight", left)
+	}
+	startServer(t, state, "--listen", addr)
+	if r := sb(t, 3*time.Minute, "--state-dir", state, "app", "wait", "1", "--timeout", "150s"); r.code != 0 {
+		st := sb(t, time.Minute, "--state-dir", state, "app", "status", "1")
+		b, _ := os.ReadFile(filepath.Join(state, "server-test.log"))
+		t.Fatalf("app wait: exit %d %s\nstatus:\n%s\nserver log:\n%s", r.code, r.stderr, st.stdout, b)
+	}
+	jobs := queryStrings(t, db, "SELECT job_id FROM pilot_jobs ORDER BY job_id")
+	if strings.Join(jobs, ",") != strings.Join(jobsBefore, ",") {
+		t.Errorf("pilot jobs %v after the restart, want only the re-adopted %v (no new sbatch)", jobs, jobsBefore)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM pilots WHERE job_id <> ''"); n != len(jobsBefore) {
+		t.Errorf("%d Slurm pilots registered, want the %d that were running (re-adopted, not replaced)", n, len(jobsBefore))
+	}
+	for _, c := range []struct {
+		what string
+		q    string
+		want int
+	}{
+		{"succeeded", "SELECT count(*) FROM tasks WHERE state = 'succeeded'", 120},
+		{"tasks without exactly one successful exec", `SELECT count(*) FROM tasks t
+			WHERE (SELECT count(*) FROM task_execs e WHERE e.task_id = t.id AND e.exit_code = 0) <> 1`, 0},
+		{"done tasks", "SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'done'", 60},
+		{"messages emitted by successful work execs", `SELECT sum(emitted) FROM task_execs e JOIN modules m ON m.id = e.module_id
+			WHERE m.name = 'work' AND e.exit_code = 0`, 60},
+	} {
+		if got := queryInt(t, db, c.q); got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, got, c.want)
+		}
+	}
+}
+
+func waitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
