@@ -10,7 +10,13 @@ FUZZTIME ?= 15s
 FUZZMIN ?= 2s
 DEMO_STATE ?= .scalebox/demo
 
-.PHONY: build demo test unit fuzz lint bench ci clean deps cluster-up cluster-down
+PREFIX  ?= /usr/local
+# Modulefiles go to $(MODULEFILES)/scalebox/$(VERSION)(.lua): point
+# `module use` at $(MODULEFILES) (Lmod reads the .lua, Environment
+# Modules the Tcl file).
+MODULEFILES ?= $(PREFIX)/modulefiles
+
+.PHONY: build demo test unit fuzz lint bench ci clean deps cluster-up cluster-down install release
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/scalebox
@@ -51,6 +57,26 @@ cluster-up:
 
 cluster-down:
 	bash scripts/cluster.sh down ci
+
+# An HPC installation: binary, completions, man page and modulefiles.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+		$(DESTDIR)$(MODULEFILES)/scalebox
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/scalebox
+	$(BIN) completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/scalebox
+	$(BIN) completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_scalebox
+	$(BIN) man > $(DESTDIR)$(PREFIX)/share/man/man1/scalebox.1
+	$(BIN) modulefile --prefix $(PREFIX) lua > $(DESTDIR)$(MODULEFILES)/scalebox/$(VERSION).lua
+	$(BIN) modulefile --prefix $(PREFIX) tcl > $(DESTDIR)$(MODULEFILES)/scalebox/$(VERSION)
+	@echo "installed scalebox $(VERSION) in $(PREFIX); modulefiles in $(MODULEFILES): module use $(MODULEFILES); module load scalebox"
+
+# A statically linked binary (cgo SQLite included) that runs on any
+# x86-64 Linux of the same or newer kernel ABI, e.g. inside a trixie chroot.
+release:
+	CGO_ENABLED=1 $(GO) build -trimpath -tags 'osusergo netgo sqlite_omit_load_extension' \
+		-ldflags "$(LDFLAGS) -s -w -linkmode external -extldflags '-static'" -o bin/scalebox-static ./cmd/scalebox
+	@file bin/scalebox-static 2>/dev/null || true
 
 clean:
 	rm -rf bin .scalebox

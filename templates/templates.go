@@ -8,7 +8,7 @@ import (
 	"fmt"
 )
 
-//go:embed completion sbatch
+//go:embed completion sbatch modulefiles
 var files embed.FS
 
 // Completion returns the completion script for shell ("bash" or "zsh").

@@ -112,6 +112,8 @@ func newApp() *cli.App {
 			validateCommand(),
 			versionCommand(),
 			completionCommand(),
+			modulefileCommand(),
+			manCommand(),
 		},
 	}
 }

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/scalebox-hpc/scalebox/slurm/slurmtest"
+)
+
+// makeInstall runs `make install` into a fresh prefix.
+func makeInstall(t *testing.T, prefix string) {
+	t.Helper()
+	cmd := exec.Command("make", "-C", filepath.Join("..", ".."), "install", "PREFIX="+prefix, "BIN="+filepath.Join(t.TempDir(), "scalebox"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make install: %v\n%s", err, out)
+	}
+	for _, f := range []string{"bin/scalebox", "share/man/man1/scalebox.1", "share/bash-completion/completions/scalebox", "share/zsh/site-functions/_scalebox"} {
+		if _, err := os.Stat(filepath.Join(prefix, f)); err != nil {
+			t.Errorf("make install did not write %s", f)
+		}
+	}
+}
+
+// `module load scalebox` with Debian's Lmod puts the installed binary on PATH.
+func TestModuleLoadLmod(t *testing.T) {
+	const initScript = "/usr/share/lmod/lmod/init/bash"
+	_, err := os.Stat(initScript)
+	slurmtest.Require(t, "lmod", err == nil, "no "+initScript+" (apt-get install lmod)")
+	prefix := filepath.Join(t.TempDir(), "opt", "scalebox")
+	makeInstall(t, prefix)
+	script := `set -e
+source ` + initScript + `
+module use ` + prefix + `/modulefiles
+module load scalebox
+command -v scalebox
+scalebox version
+module list 2>&1
+`
+	out, err := exec.Command("bash", "--norc", "--noprofile", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("module load with Lmod: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), prefix+"/bin/scalebox") {
+		t.Fatalf("scalebox on PATH is not the installed one:\n%s", out)
+	}
+	if !strings.Contains(string(out), "scalebox/") {
+		t.Fatalf("module list does not show scalebox:\n%s", out)
+	}
+}
