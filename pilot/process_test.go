@@ -162,8 +162,26 @@ func TestRemovedFilesSparesTheWorkDir(t *testing.T) {
 	os.MkdirAll(dir, 0o700)
 	victim := filepath.Join(dir, "out.dat")
 	os.WriteFile(victim, []byte("x"), 0o600)
-	os.WriteFile(filepath.Join(dir, RemovedFilesFile), []byte(".\n..\n"+root+"\nout.dat\n"), 0o600)
-	readOutputs(dir)
+	outside := filepath.Join(root, "keep.dat")
+	os.WriteFile(outside, []byte("x"), 0o600)
+	vol := filepath.Join(root, "vol")
+	os.MkdirAll(vol, 0o700)
+	inVol := filepath.Join(vol, "done.dat")
+	os.WriteFile(inVol, []byte("x"), 0o600)
+	os.WriteFile(filepath.Join(dir, RemovedFilesFile), []byte(".\n..\n"+root+"\nout.dat\n"+outside+"\n"+inVol+"\n"+vol+"\n"), 0o600)
+	out := readOutputs(dir, vol)
+	if _, err := os.Stat(outside); err != nil {
+		t.Fatal("removed-files.txt deleted a file outside the work dir and the volumes")
+	}
+	if _, err := os.Stat(inVol); err == nil {
+		t.Fatal("a listed file in a writable volume was not removed")
+	}
+	if _, err := os.Stat(vol); err != nil {
+		t.Fatal("removed-files.txt deleted a volume root")
+	}
+	if len(out.Warnings) != 2 || !strings.Contains(strings.Join(out.Warnings, "\n"), outside) {
+		t.Fatalf("refused removals not reported: %q", out.Warnings)
+	}
 	if _, err := os.Stat(dir); err != nil {
 		t.Fatal("removed-files.txt deleted the work dir")
 	}

@@ -277,7 +277,7 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 			res.ExitCode, res.SystemErr = dataflow.ExitLost, "pilot stopping: task killed"
 		}
 	}
-	s.finish(tasks, res, readOutputs(s.work))
+	s.finish(tasks, res, readOutputs(s.work, s.removable()...))
 	return last
 }
 
@@ -318,4 +318,16 @@ func killedBySignal(code int) bool {
 		return true
 	}
 	return false
+}
+
+// removable are the host paths a task may ask the pilot to delete (in
+// removed-files.txt) besides its work dir: the module's writable volumes.
+func (s *slot) removable() []string {
+	var out []string
+	for _, v := range s.pm.Module.Volumes {
+		if !v.ReadOnly && filepath.IsAbs(v.Host) && filepath.Clean(v.Host) != "/" {
+			out = append(out, v.Host)
+		}
+	}
+	return out
 }

@@ -86,7 +86,12 @@ func clearInterfaceFiles(dir string) error {
 
 // readOutputs reads the interface files present in dir. It never fails
 // as a whole: each bad file becomes a Problem naming file and line.
-func readOutputs(dir string) Outputs {
+// readOutputs reads and removes the interface files of a finished task.
+// Files listed in removed-files.txt are deleted only inside removable: the
+// work dir and the module's writable volumes. A listed path elsewhere is
+// left alone and noted, so a module (or a typo) cannot make the pilot
+// delete what the task could not name as its own.
+func readOutputs(dir string, removable ...string) Outputs {
 	var out Outputs
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -186,7 +191,7 @@ func readOutputs(dir string) Outputs {
 		}
 	}
 	if present[RemovedFilesFile] {
-		removeListed(dir, path(RemovedFilesFile))
+		out.Warnings = append(out.Warnings, removeListed(dir, path(RemovedFilesFile), removable)...)
 	}
 	return out
 }
@@ -255,14 +260,35 @@ func sumFiles(dir, file string) int64 {
 
 // removeListed deletes the paths of removed-files.txt, except the work dir
 // itself and its parents: a stray "." or "/" must not take the slot down.
-func removeListed(dir, file string) {
+func removeListed(dir, file string, removable []string) (refused []string) {
 	paths, _ := listedPaths(dir, file)
+	roots := append([]string{dir}, removable...)
 	for _, p := range paths {
-		if rel, err := filepath.Rel(filepath.Clean(p), dir); err == nil && !strings.HasPrefix(rel, "..") {
+		p = filepath.Clean(p)
+		if rel, err := filepath.Rel(p, dir); err == nil && !strings.HasPrefix(rel, "..") {
+			continue // the work dir or one of its parents
+		}
+		if !within(p, roots) {
+			refused = append(refused, fmt.Sprintf("%s: %s is outside the work dir and the module's writable volumes; not removed", RemovedFilesFile, p))
 			continue
 		}
 		os.RemoveAll(p)
 	}
+	return refused
+}
+
+// within is true when p is strictly inside one of roots.
+func within(p string, roots []string) bool {
+	for _, r := range roots {
+		if r == "" {
+			continue
+		}
+		rel, err := filepath.Rel(filepath.Clean(r), p)
+		if err == nil && rel != "." && !strings.HasPrefix(rel, "..") {
+			return true
+		}
+	}
+	return false
 }
 
 var timestampLayouts = []string{
