@@ -143,6 +143,9 @@ NodeName=t1 NodeHostname=$host NodeAddr=127.0.0.1 Port=17101 CPUs=4 RealMemory=4
 NodeName=t2 NodeHostname=$host NodeAddr=127.0.0.1 Port=17102 CPUs=4 RealMemory=4000 State=UNKNOWN
 PartitionName=debug Nodes=t[1-2] Default=YES MaxTime=INFINITE State=UP
 CONF
+	# 24.11's slurmd loads a cgroup plugin even with proctrack/linuxproc;
+	# there is no cgroup filesystem here.
+	echo "CgroupPlugin=disabled" > "$TRIXIE/etc/slurm/cgroup.conf"
 	if [ ! -s "$TRIXIE$st/ctld/jwt_hs256.key" ]; then
 		dd if=/dev/urandom bs=32 count=1 2>/dev/null > "$TRIXIE$st/ctld/jwt_hs256.key"
 	fi

@@ -34,6 +34,23 @@ func TestConformanceCI(t *testing.T) {
 	slurmtest.Conformance(t, c, slurmtest.CI)
 }
 
+func TestConformanceTrixie(t *testing.T) {
+	c := liveClient(t, slurmtest.Trixie, "")
+	v, err := c.Version(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v != "v0.0.42" {
+		t.Fatalf("Slurm 24.11 negotiated %s, want v0.0.42 (the newest it serves)", v)
+	}
+	slurmtest.Conformance(t, c, slurmtest.Trixie)
+}
+
+// Every v0.0.4x version the 24.11 daemon serves works, not just the newest.
+func TestConformanceTrixieV40(t *testing.T) {
+	slurmtest.Conformance(t, liveClient(t, slurmtest.Trixie, "v0.0.40"), slurmtest.Trixie)
+}
+
 func TestBadTokenIsAnError(t *testing.T) {
 	slurmtest.NeedREST(t, slurmtest.CI)
 	c, err := New(slurmtest.CI.RestURL, "root", staticToken("not-a-jwt"), "v0.0.38")

@@ -69,3 +69,8 @@ func TestConformanceCI(t *testing.T) {
 	slurmtest.NeedCLI(t, slurmtest.CI)
 	slurmtest.Conformance(t, &Client{}, slurmtest.CI)
 }
+
+func TestConformanceTrixie(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.Trixie)
+	slurmtest.Conformance(t, &Client{Prefix: slurmtest.Trixie.Prefix}, slurmtest.Trixie)
+}

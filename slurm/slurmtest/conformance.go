@@ -32,7 +32,7 @@ func Conformance(t *testing.T, c slurm.Client, cl Cluster) {
 	})
 
 	t.Run("submit runs the script with its environment and output", func(t *testing.T) {
-		dir := t.TempDir()
+		dir := cl.TempDir(t)
 		os.Chmod(dir, 0o755)
 		job := &slurm.Job{
 			Name: "sbtest-ok", WorkDir: dir, Output: filepath.Join(dir, "out-%j.txt"),
@@ -58,7 +58,7 @@ func Conformance(t *testing.T, c slurm.Client, cl Cluster) {
 	})
 
 	t.Run("cancel ends a running job and is idempotent", func(t *testing.T) {
-		dir := t.TempDir()
+		dir := cl.TempDir(t)
 		job := &slurm.Job{Name: "sbtest-long", WorkDir: dir, Output: filepath.Join(dir, "out-%j.txt"),
 			Partition: cl.Partition, TimeLimit: 5 * time.Minute, Nodes: 1,
 			Script: "#!/bin/bash\nsleep 300\n"}
@@ -80,7 +80,7 @@ func Conformance(t *testing.T, c slurm.Client, cl Cluster) {
 	})
 
 	t.Run("bad partition is refused with Slurm's message", func(t *testing.T) {
-		_, err := c.Submit(ctx, &slurm.Job{Name: "sbtest-bad", WorkDir: t.TempDir(), Partition: "no-such-partition",
+		_, err := c.Submit(ctx, &slurm.Job{Name: "sbtest-bad", WorkDir: cl.TempDir(t), Partition: "no-such-partition",
 			Script: "#!/bin/bash\ntrue\n"})
 		if err == nil {
 			t.Fatal("submit to a missing partition succeeded")

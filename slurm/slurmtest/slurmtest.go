@@ -37,10 +37,42 @@ type Cluster struct {
 	Prefix []string
 	// RestURL is its slurmrestd.
 	RestURL string
+	// SharedDir is a directory the cluster's jobs see at the same path
+	// ("" when they share the host's filesystem).
+	SharedDir string
 }
 
 // CI is the 22.05 cluster "ci" of scripts/cluster.sh.
 var CI = Cluster{Name: "ci", Partition: "debug", Nodes: 3, RestURL: "http://127.0.0.1:6820"}
+
+// Trixie is the 24.11 cluster "trixie" of scripts/cluster.sh, in a chroot.
+var Trixie = Cluster{Name: "trixie", Partition: "debug", Nodes: 2, RestURL: "http://127.0.0.1:6821",
+	Prefix: []string{"chroot", trixieRoot()}, SharedDir: clusterRoot() + "/shared"}
+
+func clusterRoot() string {
+	if r := os.Getenv("SCALEBOX_CLUSTER_ROOT"); r != "" {
+		return r
+	}
+	return "/var/lib/scalebox-cluster"
+}
+
+func trixieRoot() string { return clusterRoot() + "/trixie/root" }
+
+// TempDir is a fresh directory the cluster's jobs can use, removed when
+// the test ends.
+func (c Cluster) TempDir(t testing.TB) string {
+	t.Helper()
+	if c.SharedDir == "" {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp(c.SharedDir, "test-")
+	if err != nil {
+		t.Fatalf("temp dir on %s's shared dir: %v", c.Name, err)
+	}
+	os.Chmod(dir, 0o755)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
 
 // NeedCLI skips (or fails under CI) unless the cluster's controller
 // answers `scontrol ping`.
