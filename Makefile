@@ -9,6 +9,7 @@ FUZZTIME ?= 15s
 # past it (then `go test` fails with "context deadline exceeded"); keep it short.
 FUZZMIN ?= 2s
 DEMO_STATE ?= .scalebox/demo
+RELEASE_BIN ?= bin/scalebox-static
 
 PREFIX  ?= /usr/local
 # Modulefiles go to $(MODULEFILES)/scalebox/$(VERSION)(.lua): point
@@ -48,14 +49,18 @@ ci:
 	bash .ci/run
 
 # The real components the integration tests use (root, apt): Slurm 22.05,
-# munge, slurmrestd. `make cluster-up` starts the local test clusters.
+# munge, slurmrestd, Lmod, and a Debian trixie chroot with Slurm 24.11 and
+# Environment Modules. `make cluster-up` starts the local test clusters
+# "ci" and "trixie" (scripts/cluster.sh says how they are set up).
 deps:
-	bash scripts/cluster.sh deps
+	bash scripts/cluster.sh deps trixie
 
 cluster-up:
 	bash scripts/cluster.sh up ci
+	bash scripts/cluster.sh up trixie
 
 cluster-down:
+	-bash scripts/cluster.sh down trixie
 	bash scripts/cluster.sh down ci
 
 # An HPC installation: binary, completions, man page and modulefiles.
@@ -75,8 +80,8 @@ install: build
 # x86-64 Linux of the same or newer kernel ABI, e.g. inside a trixie chroot.
 release:
 	CGO_ENABLED=1 $(GO) build -trimpath -tags 'osusergo netgo sqlite_omit_load_extension' \
-		-ldflags "$(LDFLAGS) -s -w -linkmode external -extldflags '-static'" -o bin/scalebox-static ./cmd/scalebox
-	@file bin/scalebox-static 2>/dev/null || true
+		-ldflags "$(LDFLAGS) -s -w -linkmode external -extldflags '-static'" -o $(RELEASE_BIN) ./cmd/scalebox
+	@file $(RELEASE_BIN) 2>/dev/null || true
 
 clean:
 	rm -rf bin .scalebox

@@ -165,7 +165,7 @@ func (p *parser) clusters(v *yaml.Node) map[string]*Cluster {
 		p.mapping(v.Content[i+1], what, map[string]func(k, v *yaml.Node){
 			"slurm": func(k, v *yaml.Node) {
 				fields := map[string]func(k, v *yaml.Node){}
-				for _, key := range []string{"mode", "rest_url", "token_file", "ssh", "user", "shared_dir", "binary", "api_version"} {
+				for _, key := range []string{"mode", "rest_url", "token_file", "ssh", "user", "shared_dir", "binary", "api_version", "command_prefix"} {
 					key := key
 					fields[key] = func(k, v *yaml.Node) { var s string; p.str(&s)(k, v); c.Slurm[key] = s }
 				}

@@ -76,6 +76,11 @@ func clusterBatch(name string, c *dataflow.Cluster, stateDir, logLevel string) (
 	if h := cfg["ssh"]; h != "" {
 		prefix = []string{"ssh", "-o", "BatchMode=yes", h}
 	}
+	// command_prefix runs Slurm's commands (and `scontrol token`) some
+	// other way, e.g. "chroot /srv/slurm24" or "sudo -u svc".
+	if p := strings.Fields(cfg["command_prefix"]); len(p) > 0 {
+		prefix = append(prefix, p...)
+	}
 	switch mode := cfg["mode"]; mode {
 	case "", "cli":
 		client = &sbatch.Client{Prefix: prefix}

@@ -50,3 +50,33 @@ module list 2>&1
 		t.Fatalf("module list does not show scalebox:\n%s", out)
 	}
 }
+
+// `module load scalebox` with Debian's Environment Modules (Tcl). Debian
+// makes lmod and environment-modules conflict, so this shell is the one of
+// the trixie chroot, where scripts/cluster.sh installs it.
+func TestModuleLoadEnvironmentModules(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.Trixie)
+	root := slurmtest.Trixie.Prefix[1]
+	const initScript = "/usr/share/modules/init/bash"
+	_, err := os.Stat(root + initScript)
+	slurmtest.Require(t, "trixie", err == nil, "no "+initScript+" in the trixie chroot (scripts/cluster.sh deps trixie)")
+	prefix := filepath.Join(slurmtest.Trixie.TempDir(t), "opt", "scalebox")
+	makeInstall(t, prefix)
+	script := `set -e
+source ` + initScript + `
+module use ` + prefix + `/modulefiles
+module load scalebox
+command -v scalebox
+scalebox version
+module list 2>&1
+`
+	cmd := exec.Command("chroot", root, "bash", "--norc", "--noprofile", "-c", script)
+	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("module load with Environment Modules: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), prefix+"/bin/scalebox") || !strings.Contains(string(out), "scalebox/") {
+		t.Fatalf("module load did not put the installed scalebox on PATH:\n%s", out)
+	}
+}

@@ -52,7 +52,12 @@ type slurmRun struct {
 
 func startOnSlurm(t *testing.T, timeout time.Duration, clusters, state string, args ...string) *slurmRun {
 	t.Helper()
-	all := append([]string{"--log-level", "info", "--state-dir", state, "run", "--cluster", "ci", "--listen", "127.0.0.1:0", "--json"}, args...)
+	return startOnSlurmCluster(t, "ci", timeout, clusters, state, args...)
+}
+
+func startOnSlurmCluster(t *testing.T, cluster string, timeout time.Duration, clusters, state string, args ...string) *slurmRun {
+	t.Helper()
+	all := append([]string{"--log-level", "info", "--state-dir", state, "run", "--cluster", cluster, "--listen", "127.0.0.1:0", "--json"}, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	r := &slurmRun{cancel: cancel}
 	r.cmd = exec.CommandContext(ctx, daemons, all...)

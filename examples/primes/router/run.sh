@@ -15,12 +15,15 @@ if [ -z "$from" ]; then
   groups=$(( (n + GROUP_SIZE - 1) / GROUP_SIZE ))
   scalebox semaphore create primes 0 >/dev/null
   scalebox semaphore create pending "$groups" >/dev/null
-  lo=1
+  # CALC_MODULES may name several counting modules (e.g. one per
+  # cluster); the ranges go round robin.
+  read -r -a calcs <<< "${CALC_MODULES:-calc}"
+  lo=1 i=0
   while [ "$lo" -le "$n" ]; do
     hi=$(( lo + GROUP_SIZE - 1 ))
     [ "$hi" -gt "$n" ] && hi=$n
-    scalebox task add --sink-module calc "${lo}_${hi}"
-    lo=$(( hi + 1 ))
+    scalebox task add --sink-module "${calcs[i % ${#calcs[@]}]}" "${lo}_${hi}"
+    lo=$(( hi + 1 )) i=$(( i + 1 ))
   done
   echo "split [1, $n] into $groups groups"
   exit 0
