@@ -9,7 +9,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -557,5 +559,69 @@ func waitFile(t *testing.T, path string) {
 			t.Fatalf("%s never appeared", path)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A user other than root runs an app on the cluster: its pilot jobs run
+// as that user and the state stays private to it.
+func TestNonRootUserOnSlurm(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.CI)
+	name := os.Getenv("SCALEBOX_TEST_USER")
+	if name == "" {
+		name = "sbuser"
+	}
+	u, err := user.Lookup(name)
+	slurmtest.Require(t, "slurm-ci", err == nil, "no user "+name+" (make deps creates it)")
+	if os.Getuid() != 0 {
+		t.Skip("needs root to switch to " + name)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	// Everything the user needs, in a directory it owns.
+	base, err := os.MkdirTemp("/var/tmp", "sb-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	bin := filepath.Join(base, "scalebox")
+	b, err := os.ReadFile(daemons)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(bin, b, 0o755)
+	copyDir(t, examples("primes"), filepath.Join(base, "primes"))
+	clusters := filepath.Join(base, "clusters.yaml")
+	os.WriteFile(clusters, []byte("clusters:\n  ci:\n    slurm:\n      mode: cli\n    pools:\n      default:\n"+indentLines(ciPool, 8)), 0o644)
+	filepath.WalkDir(base, func(p string, d os.DirEntry, err error) error {
+		if err == nil {
+			os.Lchown(p, uid, gid)
+		}
+		return nil
+	})
+	os.Chmod(base, 0o755)
+	state := filepath.Join(base, "state")
+	cmd := exec.Command("runuser", "-u", name, "--", "env", "SCALEBOX_CLUSTERS="+clusters, "SCALEBOX_SLOT_BINARY="+bin, "HOME="+u.HomeDir,
+		bin, "--log-level", "warn", "--state-dir", state, "run", "--cluster", "ci", "--listen", "127.0.0.1:0", "--json", filepath.Join(base, "primes"))
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("run as %s: %v\n%s\n%s", name, err, out.String(), errb.String())
+	}
+	if s := decodeSummary(t, result{out.String(), errb.String(), 0}); s.Result != "78498" {
+		t.Fatalf("result %q", s.Result)
+	}
+	st, err := os.Stat(state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o700 || st.Sys().(*syscall.Stat_t).Uid != uint32(uid) {
+		t.Errorf("state dir mode %o uid %d, want 0700 owned by %s", st.Mode().Perm(), st.Sys().(*syscall.Stat_t).Uid, name)
+	}
+	db := openDB(t, state)
+	for _, id := range queryStrings(t, db, "SELECT job_id FROM pilot_jobs") {
+		o, err := exec.Command("squeue", "-h", "-a", "-t", "all", "-j", id, "-o", "%u").Output()
+		if err != nil || strings.TrimSpace(string(o)) != name {
+			t.Errorf("pilot job %s ran as %q, want %s (%v)", id, strings.TrimSpace(string(o)), name, err)
+		}
 	}
 }
