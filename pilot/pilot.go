@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"time"
@@ -57,6 +56,7 @@ type Pilot struct {
 	stopMu   sync.Mutex
 	ended    dataflow.AppStatus
 	headLost error // set when the pilot stopped because the head was gone
+	broken   error // set when a slot could not start: the pilot leaves
 	feeders  []*feeder
 
 	heldMu sync.Mutex
@@ -105,9 +105,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Log.With("pilot", reg.PilotID)
 	if cfg.WorkRoot == "" {
-		cfg.WorkRoot = filepath.Join(os.TempDir(), fmt.Sprintf("scalebox-%d-pilot-%d", reg.AppID, reg.PilotID))
+		// Unique: another user's or an older pilot's dir of the same app
+		// and pilot number may be there.
+		dir, err := os.MkdirTemp("", fmt.Sprintf("scalebox-%d-pilot-%d-", reg.AppID, reg.PilotID))
+		if err != nil {
+			cfg.Client.Leave(context.Background(), reg.PilotID, api.Leave{})
+			return fmt.Errorf("pilot work root: %w", err)
+		}
+		cfg.WorkRoot = dir
 	}
 	if err := os.MkdirAll(cfg.WorkRoot, 0o700); err != nil {
+		cfg.Client.Leave(context.Background(), reg.PilotID, api.Leave{})
 		return fmt.Errorf("pilot work root: %w", err)
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -160,7 +168,23 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("pilot done", "app_status", p.appStatusValue())
 	p.stopMu.Lock()
 	defer p.stopMu.Unlock()
+	if p.broken != nil {
+		return p.broken
+	}
 	return p.headLost
+}
+
+// fail stops the pilot because part of it cannot work (a slot did not
+// start): better to leave and hand back its leases than to hold tasks
+// nobody will run.
+func (p *Pilot) fail(err error) {
+	p.stopMu.Lock()
+	if p.broken == nil {
+		p.broken = err
+	}
+	p.stopMu.Unlock()
+	p.log.Error("pilot stops", "err", err)
+	p.stop()
 }
 
 func register(ctx context.Context, cfg Config) (*api.Registered, error) {

@@ -149,17 +149,19 @@ func lastLine(s string) string {
 func (s *slot) run(ctx context.Context) {
 	log := s.p.log.With("slot", s.id)
 	if err := s.prepare(); err != nil {
-		log.Error("slot not started", "err", err)
+		s.p.fail(fmt.Errorf("slot %s not started: %w", s.id, err))
 		return
 	}
 	// readOutputs removes the files each task leaves; this clears what a
 	// previous pilot on the same work root may have left.
 	if err := clearInterfaceFiles(s.work); err != nil {
-		log.Error("slot not started", "err", err)
+		s.p.fail(fmt.Errorf("slot %s not started: %w", s.id, err))
 		return
 	}
 	if err := s.startScripts(ctx); err != nil {
-		log.Error("slot not started", "err", err)
+		if ctx.Err() == nil {
+			s.p.fail(fmt.Errorf("slot %s not started: %w", s.id, err))
+		}
 		return
 	}
 	defer func() {

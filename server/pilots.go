@@ -18,12 +18,17 @@ import (
 // module with no slots entries gets one slot per pilot. A pool entry
 // counts on the pilots of that pool, and on local pilots (pool ""), so
 // an app with pools still runs whole under `scalebox run` on a laptop. A
-// module pinned to a cluster runs only on pilots of that cluster.
+// module runs only on pilots of its cluster (its own `cluster:`, else the
+// app's), when it has one.
 func Plan(app *dataflow.App, r api.Register) []api.PlannedModule {
 	host, head := r.Host, r.Head
 	var out []api.PlannedModule
 	for _, m := range app.Modules {
-		if cl := m.Cluster; cl != "" && r.Cluster != "" && cl != r.Cluster {
+		cl := m.Cluster
+		if cl == "" {
+			cl = app.Cluster
+		}
+		if cl != "" && r.Cluster != "" && cl != r.Cluster {
 			continue
 		}
 		if r.HeadOnly && !m.SlotOnHead {

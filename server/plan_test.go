@@ -51,6 +51,15 @@ func TestPlan(t *testing.T) {
 			}
 		})
 	}
+	// With a default cluster, unpinned modules stay on it.
+	app.Cluster = "ci"
+	got := map[string]int{}
+	for _, pm := range Plan(app, api.Register{Host: "t1", Cluster: "trixie", Pool: "default"}) {
+		got[pm.Module.Name] = pm.Slots
+	}
+	if want := map[string]int{"far": 1}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("trixie pilot of an app on ci: plan %v, want %v", keys(got), want)
+	}
 }
 
 func keys(m map[string]int) []string {
