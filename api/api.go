@@ -98,6 +98,8 @@ type Lease struct {
 type Leased struct {
 	Tasks     []dataflow.LeasedTask `json:"tasks"`
 	AppStatus dataflow.AppStatus    `json:"app_status"`
+	// Drain tells an idle pilot to leave: its pool has more jobs than it needs.
+	Drain bool `json:"drain,omitempty"`
 }
 
 // Report carries started tasks and finished attempts.

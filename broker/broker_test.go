@@ -262,3 +262,42 @@ func TestCancelEndsEveryUnfinishedState(t *testing.T) {
 		t.Fatal("ending an ended app was accepted")
 	}
 }
+
+// A HOST-BOUND module's task stays on the node that produced it unless the
+// sender names another with to_host.
+func TestHostBoundFollowsItsData(t *testing.T) {
+	ctx := context.Background()
+	b, _ := openTest(t)
+	app := testApp(nil)
+	app.Modules[1].DistMode = dataflow.DistHostBound
+	appID, err := b.CreateApp(ctx, app, []dataflow.Message{{Body: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pilot, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: appID, Host: "n1"})
+	l := leaseOne(t, b, appID, pilot, app.Modules[0].Name)
+	if _, err := b.Complete(ctx, Report{PilotID: pilot, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "n1",
+		Messages: []dataflow.Message{{Body: "stays"}, {Body: "moves", Headers: dataflow.Headers{dataflow.HeaderToHost: "n2"}}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	lease := func(host string) []string {
+		got, err := b.Lease(ctx, LeaseRequest{AppID: appID, PilotID: pilot, Host: host, Wants: []dataflow.Want{{Module: app.Modules[1].Name, Max: 10}}, TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bodies []string
+		for _, t := range got {
+			bodies = append(bodies, t.Body)
+		}
+		return bodies
+	}
+	if got := lease("n3"); len(got) != 0 {
+		t.Fatalf("n3 leased %v of HOST-BOUND tasks bound to n1 and n2", got)
+	}
+	if got := lease("n1"); len(got) != 1 || got[0] != "stays" {
+		t.Fatalf("n1 leased %v, want [stays]", got)
+	}
+	if got := lease("n2"); len(got) != 1 || got[0] != "moves" {
+		t.Fatalf("n2 leased %v, want [moves]", got)
+	}
+}

@@ -273,6 +273,11 @@ func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completi
 		if isRouter && in[dataflow.HeaderFromModule] != "" {
 			h[dataflow.HeaderFromModuleLast] = in[dataflow.HeaderFromModule]
 		}
+		// A HOST-BOUND module's task runs where its data is: the host the
+		// sender names, else the host that produced it.
+		if target := def.Module(name); target != nil && target.DistMode == dataflow.DistHostBound && h[dataflow.HeaderToHost] == "" && c.Host != "" {
+			h[dataflow.HeaderToHost] = c.Host
+		}
 		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, appID: t.appID, moduleID: id})
 	}
 	return out, nil

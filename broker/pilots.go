@@ -98,3 +98,10 @@ func (b *Broker) MarkLostPilots(ctx context.Context, timeout time.Duration) (int
 	})
 	return n, err
 }
+
+// HeldBy counts the tasks a pilot holds (leased or running).
+func (b *Broker) HeldBy(ctx context.Context, pilotID int64) (int, error) {
+	var n int
+	err := b.r.QueryRowContext(ctx, "SELECT count(*) FROM tasks WHERE state IN ('leased','running') AND lease_pilot = ?", pilotID).Scan(&n)
+	return n, err
+}

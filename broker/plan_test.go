@@ -59,3 +59,13 @@ func TestQuiescenceQueryDoesNotScan(t *testing.T) {
 		}
 	}
 }
+
+// Draining asks how many tasks a pilot holds: the leased partial index
+// answers, not a scan of every task.
+func TestHeldByUsesLeasedIndex(t *testing.T) {
+	b, _ := openTest(t)
+	plan := queryPlan(t, b, "SELECT count(*) FROM tasks WHERE state IN ('leased','running') AND lease_pilot = ?", 1)
+	if contains(plan, "SCAN tasks\n") {
+		t.Fatalf("held-by plan scans tasks:\n%s", plan)
+	}
+}

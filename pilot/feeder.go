@@ -137,6 +137,11 @@ func (f *feeder) run(ctx context.Context) {
 			continue
 		}
 		backoff = 100 * time.Millisecond
+		if res.Drain {
+			f.p.log.Info("pilot drained: the pool has more pilots than work", "module", f.module)
+			f.p.stop()
+			return
+		}
 		f.p.appEnded(res.AppStatus)
 		if len(res.Tasks) > 0 {
 			f.p.hold(res.Tasks)

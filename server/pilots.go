@@ -139,6 +139,10 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	module := req.Wants[0].Module
+	if s.shouldDrain(r.Context(), p) {
+		writeJSON(w, api.Leased{Tasks: []dataflow.LeasedTask{}, AppStatus: dataflow.AppRunning, Drain: true})
+		return
+	}
 	for {
 		ready := s.broker.Ready(p.AppID, module) // before trying, so a commit in between still wakes us
 		_, st, err := s.broker.App(p.AppID)
@@ -164,6 +168,9 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 				writeError(w, http.StatusBadRequest, err)
 				return
 			}
+		}
+		if len(tasks) > 0 {
+			s.touch(p.ID)
 		}
 		if len(tasks) > 0 || st.Done() {
 			writeJSON(w, api.Leased{Tasks: tasks, AppStatus: st})
@@ -203,6 +210,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Completions) > 0 {
+		s.touch(id)
 		s.kickFinisher()
 	}
 	_, st, _ := s.broker.App(p.AppID)

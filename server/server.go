@@ -73,7 +73,8 @@ type Server struct {
 
 	pilots sync.Map // pilot id -> *dataflow.PilotInfo
 
-	pm poolManager
+	pm    poolManager
+	drain drainState
 
 	mu        sync.Mutex
 	changed   chan struct{} // closed and replaced when an app's status changes
@@ -145,7 +146,8 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, broker: b, log: opts.Log, token: token, lock: lock, cert: cert, pin: pin,
 		changed: make(chan struct{}), kick: make(chan struct{}, 1), rescueNow: make(chan struct{}, 1),
-		pm: poolManager{lastStatus: map[int64]time.Time{}, batch: map[batchKey]dataflow.BatchSystem{}, heads: map[int64]string{}}}
+		pm:    poolManager{lastStatus: map[int64]time.Time{}, batch: map[batchKey]dataflow.BatchSystem{}, heads: map[int64]string{}},
+		drain: drainState{active: map[int64]time.Time{}, pool: map[int64]*pilotPool{}, draining: map[string]bool{}}}
 	s.handler = s.routes()
 	return s, nil
 }

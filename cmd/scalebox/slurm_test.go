@@ -625,3 +625,38 @@ func TestNonRootUserOnSlurm(t *testing.T) {
 		}
 	}
 }
+
+// An idle pilot is drained after the pool's idle_timeout: its job ends
+// while the app still runs on the other pilot.
+func TestIdlePilotDrained(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.CI)
+	dir := writeFiles(t, map[string]string{
+		"app.yaml": `name: drain
+modules:
+  work:
+    base_image: host
+    arguments: {code_path: ./work, task_max_seconds: 60}
+    parameters: {start_task: "FILE:tasks.txt"}
+    slots: ["default:1"]
+`,
+		"tasks.txt":   "long\na\nb\nc\nd\n",
+		"work/run.sh": "#!/bin/sh\nif [ \"$1\" = long ]; then sleep 20; else sleep 0.5; fi\n",
+	})
+	state := stateDir(t)
+	pool := strings.Replace(ciPool, "max: 3", "max: 2\nidle_timeout: 3s", 1)
+	r := runOnSlurm(t, 3*time.Minute, clustersFile(t, "mode: cli", pool), state, dir)
+	if r.code != 0 {
+		t.Fatalf("run exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	db := openDB(t, state)
+	if n := queryInt(t, db, "SELECT count(*) FROM pilot_jobs"); n != 2 {
+		t.Fatalf("%d pilot jobs, want 2", n)
+	}
+	// The drained job ended on its own, well before the app finished.
+	early := queryInt(t, db, `SELECT count(*) FROM pilot_jobs WHERE end_state NOT LIKE 'CANCELLED%'
+		AND ended_at < (SELECT finished_at FROM apps WHERE id = 1) - 5000`)
+	if early != 1 {
+		rows := queryStrings(t, db, "SELECT job_id || ' ' || end_state || ' ' || (ended_at - (SELECT finished_at FROM apps)) FROM pilot_jobs")
+		t.Fatalf("%d jobs ended early on their own, want 1 (the drained one): %v", early, rows)
+	}
+}
