@@ -235,15 +235,24 @@ func listedPaths(dir, file string) (paths []string, sizes []int64) {
 }
 
 // sumFiles adds the sizes of listed files and directories (recursively).
+// maxSizeWalk bounds the directory entries visited to size the listed
+// input and output files of one task: a listed "/" or a huge tree must not
+// stall the pilot (or a parallel filesystem). Past it the sum is partial.
+const maxSizeWalk = 10000
+
 func sumFiles(dir, file string) int64 {
 	paths, sizes := listedPaths(dir, file)
 	var total int64
+	visited := 0
 	for i, p := range paths {
 		if sizes[i] >= 0 {
 			total += sizes[i]
 			continue
 		}
 		filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+			if visited++; visited > maxSizeWalk {
+				return filepath.SkipAll
+			}
 			if err != nil {
 				return nil
 			}
