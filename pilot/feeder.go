@@ -26,6 +26,7 @@ type feeder struct {
 	buf      []dataflow.LeasedTask
 	avg      time.Duration // moving average of task run time
 	closed   bool
+	waiting  int // slots blocked in take
 	wake     chan struct{}
 	// maxRun is the module's task_max_seconds: a task is leased and
 	// started only while it can finish before the pilot's end.
@@ -62,14 +63,18 @@ func newFeeder(p *Pilot, pm api.PlannedModule) *feeder {
 }
 
 // capacity is the buffer size to aim for; mu held.
+//
+// It counts tasks buffered beyond those slots are waiting for: none for
+// tasks longer than holdFor (a buffered task would wait behind a running
+// one while another pilot idles), none without prefetch (check.sh
+// admission), two per slot until durations are known.
 func (f *feeder) capacity() int {
-	per := 1
+	per := 0
 	if f.prefetch {
 		per = 2
 		if f.avg > 0 {
-			per = int(holdFor / f.avg)
+			per = min(int(holdFor/f.avg), maxPerSlot)
 		}
-		per = min(max(per, 1), maxPerSlot)
 	}
 	return f.slots * f.batch * per
 }
@@ -94,10 +99,12 @@ func (f *feeder) want() int {
 		return 0
 	}
 	c := f.capacity()
-	if len(f.buf) > c/2 {
+	asked := f.waiting * f.batch
+	need := max(c, asked)
+	if len(f.buf) >= need || len(f.buf) > c/2 && len(f.buf) >= asked {
 		return 0
 	}
-	return c - len(f.buf)
+	return need - len(f.buf)
 }
 
 func (f *feeder) run(ctx context.Context) {
@@ -165,8 +172,10 @@ func (f *feeder) take(n int) []dataflow.LeasedTask {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for len(f.buf) == 0 && !f.closed {
+		f.waiting++
 		f.poke()
 		f.cond.Wait()
+		f.waiting--
 	}
 	// A buffered task that no longer fits is left for drain (released
 	// unstarted, without counting an attempt).

@@ -139,11 +139,18 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	module := req.Wants[0].Module
-	if s.shouldDrain(r.Context(), p) {
-		writeJSON(w, api.Leased{Tasks: []dataflow.LeasedTask{}, AppStatus: dataflow.AppRunning, Drain: true})
-		return
+	// Pool pilots waiting for work are checked for idleness while they wait.
+	var idleCheck <-chan time.Time
+	if p.JobID != "" && !p.Head {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		idleCheck = tick.C
 	}
 	for {
+		if idleCheck != nil && s.shouldDrain(r.Context(), p) {
+			writeJSON(w, api.Leased{Tasks: []dataflow.LeasedTask{}, AppStatus: dataflow.AppRunning, Drain: true})
+			return
+		}
 		ready := s.broker.Ready(p.AppID, module) // before trying, so a commit in between still wakes us
 		_, st, err := s.broker.App(p.AppID)
 		if err != nil {
@@ -179,6 +186,7 @@ func (s *Server) lease(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-ready:
 		case <-s.changes():
+		case <-idleCheck:
 		case <-timer.C:
 			writeJSON(w, api.Leased{Tasks: []dataflow.LeasedTask{}, AppStatus: st})
 			return

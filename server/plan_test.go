@@ -72,26 +72,29 @@ func keys(m map[string]int) []string {
 }
 
 func TestWantedJobs(t *testing.T) {
-	counts := func(ready, running int) *dataflow.AppInfo {
-		return &dataflow.AppInfo{Modules: map[string]dataflow.ModuleCounts{"m": {dataflow.TaskReady: ready, dataflow.TaskRunning: running}}}
+	counts := func(ready, held int) *dataflow.AppInfo {
+		return &dataflow.AppInfo{Modules: map[string]dataflow.ModuleCounts{"m": {dataflow.TaskReady: ready, dataflow.TaskRunning: held}}}
 	}
 	for _, tc := range []struct {
-		pool           dataflow.Pool
-		slots          int
-		ready, running int
-		want           int
+		pool         dataflow.Pool
+		slots        int
+		ready, held  int
+		active, want int
 	}{
-		{dataflow.Pool{Max: 3}, 4, 0, 0, 0},
-		{dataflow.Pool{Max: 3, Min: 1}, 4, 0, 0, 1},
-		{dataflow.Pool{Max: 3}, 4, 5, 0, 2},
-		{dataflow.Pool{Max: 3}, 4, 100, 0, 3},
-		{dataflow.Pool{}, 4, 100, 0, 1}, // no max: one job, never a storm
-		{dataflow.Pool{Max: 10, Nodes: 2}, 4, 17, 0, 3},
-		{dataflow.Pool{Max: 3}, 4, 0, 4, 1}, // running tasks keep their job
+		{dataflow.Pool{Max: 3}, 4, 0, 0, 0, 0},
+		{dataflow.Pool{Max: 3, Min: 1}, 4, 0, 0, 0, 1},
+		{dataflow.Pool{Max: 3}, 4, 5, 0, 0, 2},
+		{dataflow.Pool{Max: 3}, 4, 100, 0, 0, 3},
+		{dataflow.Pool{}, 4, 100, 0, 0, 1}, // no max: one job, never a storm
+		{dataflow.Pool{Max: 10, Nodes: 2}, 4, 17, 0, 0, 3},
+		{dataflow.Pool{Max: 3}, 4, 0, 4, 1, 1}, // running tasks keep their job
+		{dataflow.Pool{Max: 3}, 1, 0, 2, 1, 1}, // a busy job's buffered task wants no new job
+		{dataflow.Pool{Max: 3}, 1, 0, 2, 0, 0}, // held by jobs that no longer count (expiring)
+		{dataflow.Pool{Max: 3}, 1, 1, 2, 2, 3}, // busy jobs plus one for the ready task
 	} {
 		p := &poolRef{spec: &tc.pool, modules: map[string]int{"m": tc.slots}}
-		if got := wantedJobs(p, counts(tc.ready, tc.running)); got != tc.want {
-			t.Errorf("pool %+v, %d slots, %d ready %d running: %d jobs, want %d", tc.pool, tc.slots, tc.ready, tc.running, got, tc.want)
+		if got := wantedJobs(p, counts(tc.ready, tc.held), tc.active); got != tc.want {
+			t.Errorf("pool %+v, %d slots, %d ready %d held, %d active: %d jobs, want %d", tc.pool, tc.slots, tc.ready, tc.held, tc.active, got, tc.want)
 		}
 	}
 }

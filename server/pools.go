@@ -306,7 +306,7 @@ func (s *Server) sizePool(ctx context.Context, app *dataflow.App, p *poolRef, in
 			active++
 		}
 	}
-	want := wantedJobs(p, info)
+	want := wantedJobs(p, info, active)
 	for ; active < want; active++ {
 		bs := s.batchFor(p.key.AppID, app, p.key.Cluster)
 		req := dataflow.PilotRequest{AppID: p.key.AppID, AppName: app.Name, Cluster: p.key.Cluster, Pool: p.key.Pool,
@@ -355,18 +355,22 @@ func expiring(j broker.PilotJob, p *poolRef, app *dataflow.App, now time.Time) b
 	return now.After(j.StartedAt.Add(limit - longest - replaceLead))
 }
 
-// wantedJobs is the number of pilot jobs a pool should have: enough nodes
-// for the unfinished tasks of its modules, clamped to [min, max].
-func wantedJobs(p *poolRef, info *dataflow.AppInfo) int {
-	backlog, slots := 0, 0
+// wantedJobs is the number of pilot jobs a pool should have, given active
+// jobs that count: the jobs busy with the pool's held (leased or running)
+// tasks, plus enough for its ready and retrying tasks, clamped to
+// [min, max]. Held tasks never ask for a new job: only their pilot can
+// run them.
+func wantedJobs(p *poolRef, info *dataflow.AppInfo, active int) int {
+	waiting, held, slots := 0, 0, 0
 	for m, n := range p.modules {
 		c := info.Modules[m]
-		backlog += c[dataflow.TaskReady] + c[dataflow.TaskRetrying] + c[dataflow.TaskLeased] + c[dataflow.TaskRunning]
+		waiting += c[dataflow.TaskReady] + c[dataflow.TaskRetrying]
+		held += c[dataflow.TaskLeased] + c[dataflow.TaskRunning]
 		slots += n
 	}
-	nodes := max(p.spec.Nodes, 1)
-	perJob := max(slots*nodes, 1)
-	want := (backlog + perJob - 1) / perJob
+	perJob := max(slots*max(p.spec.Nodes, 1), 1)
+	busy := min(active, (held+perJob-1)/perJob)
+	want := busy + (waiting+perJob-1)/perJob
 	maxJobs := p.spec.Max
 	if maxJobs <= 0 {
 		maxJobs = 1
