@@ -177,8 +177,17 @@ up_trixie() {
 }
 
 down_trixie() {
-	local st=$TRIXIE/var/lib/scalebox-trixie f
-	for f in "$ROOT/trixie/slurmrestd.pid" "$st"/slurmd-*.pid "$st/slurmctld.pid"; do
+	local st=$TRIXIE/var/lib/scalebox-trixie
+	stop_pidfiles "$ROOT/trixie/slurmrestd.pid" "$st"/slurmd-*.pid "$st/slurmctld.pid"
+	pid_alive "$TRIXIE/run/munge/munged.pid" && kill "$(cat "$TRIXIE/run/munge/munged.pid")"
+	umount_trixie
+	log "trixie down"
+}
+
+# stop_pidfiles FILE...: TERM each daemon, KILL it after 15 s, drop the file.
+stop_pidfiles() {
+	local f
+	for f in "$@"; do
 		[ -f "$f" ] || continue
 		if pid_alive "$f"; then
 			kill "$(cat "$f")" 2>/dev/null || true
@@ -188,9 +197,6 @@ down_trixie() {
 		fi
 		rm -f "$f"
 	done
-	pid_alive "$TRIXIE/run/munge/munged.pid" && kill "$(cat "$TRIXIE/run/munge/munged.pid")"
-	umount_trixie
-	log "trixie down"
 }
 
 pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -284,17 +290,7 @@ up_ci() {
 }
 
 down_ci() {
-	local f
-	for f in "$ROOT"/ci/slurmrestd.pid "$ROOT"/ci/slurmd-*.pid "$ROOT"/ci/slurmctld.pid; do
-		[ -f "$f" ] || continue
-		if pid_alive "$f"; then
-			kill "$(cat "$f")" 2>/dev/null || true
-			local deadline=$((SECONDS + 15))
-			while pid_alive "$f" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
-			pid_alive "$f" && kill -9 "$(cat "$f")" 2>/dev/null || true
-		fi
-		rm -f "$f"
-	done
+	stop_pidfiles "$ROOT"/ci/slurmrestd.pid "$ROOT"/ci/slurmd-*.pid "$ROOT"/ci/slurmctld.pid
 	log "ci down"
 }
 

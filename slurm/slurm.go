@@ -92,3 +92,19 @@ func Minutes(d time.Duration) int64 {
 	}
 	return int64((d + time.Minute - 1) / time.Minute)
 }
+
+// Pick keeps the jobs asked for: backends list all of the user's jobs in
+// one call (squeue -j fails as a whole when one id was purged) and filter.
+func Pick(all []JobStatus, ids []string) map[string]JobStatus {
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[id] = true
+	}
+	out := make(map[string]JobStatus, len(ids))
+	for _, j := range all {
+		if want[j.ID] {
+			out[j.ID] = j
+		}
+	}
+	return out
+}

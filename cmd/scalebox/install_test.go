@@ -31,15 +31,7 @@ func TestModuleLoadLmod(t *testing.T) {
 	slurmtest.Require(t, "lmod", err == nil, "no "+initScript+" (apt-get install lmod)")
 	prefix := filepath.Join(t.TempDir(), "opt", "scalebox")
 	makeInstall(t, prefix)
-	script := `set -e
-source ` + initScript + `
-module use ` + prefix + `/modulefiles
-module load scalebox
-command -v scalebox
-scalebox version
-module list 2>&1
-`
-	out, err := exec.Command("bash", "--norc", "--noprofile", "-c", script).CombinedOutput()
+	out, err := exec.Command("bash", "--norc", "--noprofile", "-c", moduleLoadScript(initScript, prefix)).CombinedOutput()
 	if err != nil {
 		t.Fatalf("module load with Lmod: %v\n%s", err, out)
 	}
@@ -62,15 +54,7 @@ func TestModuleLoadEnvironmentModules(t *testing.T) {
 	slurmtest.Require(t, "trixie", err == nil, "no "+initScript+" in the trixie chroot (scripts/cluster.sh deps trixie)")
 	prefix := filepath.Join(slurmtest.Trixie.TempDir(t), "opt", "scalebox")
 	makeInstall(t, prefix)
-	script := `set -e
-source ` + initScript + `
-module use ` + prefix + `/modulefiles
-module load scalebox
-command -v scalebox
-scalebox version
-module list 2>&1
-`
-	cmd := exec.Command("chroot", root, "bash", "--norc", "--noprofile", "-c", script)
+	cmd := exec.Command("chroot", root, "bash", "--norc", "--noprofile", "-c", moduleLoadScript(initScript, prefix))
 	cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/root"}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -79,4 +63,17 @@ module list 2>&1
 	if !strings.Contains(string(out), prefix+"/bin/scalebox") || !strings.Contains(string(out), "scalebox/") {
 		t.Fatalf("module load did not put the installed scalebox on PATH:\n%s", out)
 	}
+}
+
+// moduleLoadScript loads the installed modulefile with a module system's
+// bash init script and shows which scalebox is on PATH.
+func moduleLoadScript(initScript, prefix string) string {
+	return `set -e
+source ` + initScript + `
+module use ` + prefix + `/modulefiles
+module load scalebox
+command -v scalebox
+scalebox version
+module list 2>&1
+`
 }

@@ -253,28 +253,7 @@ func TestBadPartitionPausesPool(t *testing.T) {
 // duplicated.
 func TestScancelPilotMidRun(t *testing.T) {
 	slurmtest.NeedCLI(t, slurmtest.CI)
-	var starts strings.Builder
-	for i := 1; i <= 40; i++ {
-		fmt.Fprintf(&starts, "t%d\n", i)
-	}
-	dir := writeFiles(t, map[string]string{
-		"app.yaml": `name: scancel
-modules:
-  work:
-    base_image: host
-    arguments: {code_path: ./work, task_max_seconds: 60}
-    parameters: {start_task: "FILE:tasks.txt"}
-    slots: ["default:2"]
-    sink_modules: done
-  done:
-    base_image: host
-    arguments: {code_path: ./done}
-    slots: ["default:1"]
-`,
-		"tasks.txt":   starts.String(),
-		"work/run.sh": "#!/bin/sh\nsleep 1.5\necho \"$1-done\" > \"$WORK_DIR/sink-tasks.txt\"\n",
-		"done/run.sh": "#!/bin/sh\nexit 0\n",
-	})
+	dir := workDonePipeline(t, "scancel", 40, "1.5")
 	state := stateDir(t)
 	pool := strings.Replace(ciPool, "max: 3", "max: 2", 1)
 	clusters := clustersFile(t, "mode: cli", pool)
@@ -469,28 +448,7 @@ func freePort(t *testing.T) string {
 // sbatch), and the app finishes with nothing lost or duplicated.
 func TestServerKilledPilotsReadopted(t *testing.T) {
 	slurmtest.NeedCLI(t, slurmtest.CI)
-	var starts strings.Builder
-	for i := 1; i <= 60; i++ {
-		fmt.Fprintf(&starts, "t%d\n", i)
-	}
-	dir := writeFiles(t, map[string]string{
-		"app.yaml": `name: readopt
-modules:
-  work:
-    base_image: host
-    arguments: {code_path: ./work, task_max_seconds: 60}
-    parameters: {start_task: "FILE:tasks.txt"}
-    slots: ["default:2"]
-    sink_modules: done
-  done:
-    base_image: host
-    arguments: {code_path: ./done}
-    slots: ["default:1"]
-`,
-		"tasks.txt":   starts.String(),
-		"work/run.sh": "#!/bin/sh\nsleep 0.7\necho \"$1-done\" > \"$WORK_DIR/sink-tasks.txt\"\n",
-		"done/run.sh": "#!/bin/sh\nexit 0\n",
-	})
+	dir := workDonePipeline(t, "readopt", 60, "0.7")
 	state := stateDir(t)
 	addr := freePort(t)
 	pool := strings.Replace(ciPool, "max: 3", "max: 2", 1)
@@ -659,4 +617,33 @@ modules:
 		rows := queryStrings(t, db, "SELECT job_id || ' ' || end_state || ' ' || (ended_at - (SELECT finished_at FROM apps)) FROM pilot_jobs")
 		t.Fatalf("%d jobs ended early on their own, want 1 (the drained one): %v", early, rows)
 	}
+}
+
+// workDonePipeline writes a two-module app on pool "default": n start tasks
+// for work (2 slots per node, each sleeping, then emitting one message),
+// and done (1 slot) for the messages.
+func workDonePipeline(t *testing.T, name string, n int, sleep string) string {
+	t.Helper()
+	var starts strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&starts, "t%d\n", i)
+	}
+	return writeFiles(t, map[string]string{
+		"app.yaml": "name: " + name + `
+modules:
+  work:
+    base_image: host
+    arguments: {code_path: ./work, task_max_seconds: 60}
+    parameters: {start_task: "FILE:tasks.txt"}
+    slots: ["default:2"]
+    sink_modules: done
+  done:
+    base_image: host
+    arguments: {code_path: ./done}
+    slots: ["default:1"]
+`,
+		"tasks.txt":   starts.String(),
+		"work/run.sh": "#!/bin/sh\nsleep " + sleep + "\necho \"$1-done\" > \"$WORK_DIR/sink-tasks.txt\"\n",
+		"done/run.sh": "#!/bin/sh\nexit 0\n",
+	})
 }

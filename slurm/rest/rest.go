@@ -297,16 +297,7 @@ func (c *Client) Jobs(ctx context.Context, ids []string) (map[string]slurm.JobSt
 	if err != nil {
 		return nil, fmt.Errorf("job status: %w", err)
 	}
-	want := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		want[id] = true
-	}
-	for _, j := range all {
-		if want[j.ID] {
-			out[j.ID] = j
-		}
-	}
-	return out, nil
+	return slurm.Pick(all, ids), nil
 }
 
 // Cancel implements slurm.Client, one DELETE per job.
