@@ -307,10 +307,13 @@ func (s *Server) sizePool(ctx context.Context, app *dataflow.App, p *poolRef, in
 		}
 	}
 	want := wantedJobs(p, info, active)
+	if want > active && s.advertiseURL() == "" {
+		return nil // not listening on TCP yet: pilots could not reach us
+	}
 	for ; active < want; active++ {
 		bs := s.batchFor(p.key.AppID, app, p.key.Cluster)
 		req := dataflow.PilotRequest{AppID: p.key.AppID, AppName: app.Name, Cluster: p.key.Cluster, Pool: p.key.Pool,
-			Spec: p.spec, Server: s.opts.Advertise, CertSHA256: s.pin, TokenFile: s.TokenFile(),
+			Spec: p.spec, Server: s.advertiseURL(), CertSHA256: s.pin, TokenFile: s.TokenFile(),
 			Name: jobName(app.Name, p.key.Pool)}
 		id, err := bs.Submit(ctx, req)
 		if err != nil {

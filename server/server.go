@@ -77,6 +77,7 @@ type Server struct {
 	drain drainState
 
 	mu        sync.Mutex
+	advertise string        // the URL pilot jobs are given (set by Listen)
 	changed   chan struct{} // closed and replaced when an app's status changes
 	kick      chan struct{}
 	rescueNow chan struct{}
@@ -144,7 +145,7 @@ func Open(ctx context.Context, opts Options) (*Server, error) {
 		lock.Close()
 		return nil, err
 	}
-	s := &Server{opts: opts, broker: b, log: opts.Log, token: token, lock: lock, cert: cert, pin: pin,
+	s := &Server{opts: opts, broker: b, log: opts.Log, token: token, lock: lock, cert: cert, pin: pin, advertise: opts.Advertise,
 		changed: make(chan struct{}), kick: make(chan struct{}, 1), rescueNow: make(chan struct{}, 1),
 		pm:    poolManager{lastStatus: map[int64]time.Time{}, batch: map[batchKey]dataflow.BatchSystem{}, heads: map[int64]string{}},
 		drain: drainState{active: map[int64]time.Time{}, pool: map[int64]*pilotPool{}, draining: map[string]bool{}}}
@@ -183,10 +184,25 @@ func (s *Server) Handler() http.Handler { return s.handler }
 func (s *Server) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.bgCancel = cancel
-	s.bgDone.Add(1)
+	s.bgDone.Add(2)
 	go func() {
 		defer s.bgDone.Done()
 		s.background(ctx)
+	}()
+	// Slurm commands can take long on a busy controller: the pool
+	// manager has its own loop so rescues and the finisher never wait.
+	go func() {
+		defer s.bgDone.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.managePools(ctx)
+			}
+		}
 	}()
 }
 
@@ -220,9 +236,11 @@ func (s *Server) Listen() error {
 		s.tcp = tcp
 		info.TCP = tcp.Addr().String()
 		info.CertSHA256 = s.pin
-		if s.opts.Advertise == "" {
-			s.opts.Advertise = advertise(tcp.Addr())
+		s.mu.Lock()
+		if s.advertise == "" {
+			s.advertise = advertise(tcp.Addr())
 		}
+		s.mu.Unlock()
 		s.serve(tcp, s.requireToken(s.handler))
 	}
 	b, _ := json.Marshal(info)
@@ -321,6 +339,13 @@ func advertise(a net.Addr) string {
 	return "https://" + net.JoinHostPort(host, port)
 }
 
+// advertiseURL is the head's URL for pilot jobs ("" before Listen).
+func (s *Server) advertiseURL() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.advertise
+}
+
 // kickRescue asks the rescuer to run now (a pilot job ended under tasks).
 func (s *Server) kickRescue() {
 	select {
@@ -344,8 +369,7 @@ func (s *Server) background(ctx context.Context) {
 	defer finish.Stop()
 	lost := time.NewTicker(s.opts.Heartbeat)
 	defer lost.Stop()
-	pools := time.NewTicker(time.Second)
-	defer pools.Stop()
+
 	// Reports kick the finisher; kicks within finishCoalesce share one check.
 	soon := time.NewTimer(time.Hour)
 	soon.Stop()
@@ -354,8 +378,6 @@ func (s *Server) background(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-pools.C:
-			s.managePools(ctx)
 		case <-s.rescueNow:
 			s.rescue(ctx)
 		case <-rescue.C:
