@@ -177,11 +177,11 @@ func (f *feeder) take(n int) []dataflow.LeasedTask {
 		f.cond.Wait()
 		f.waiting--
 	}
-	// A buffered task that no longer fits is left for drain (released
-	// unstarted, without counting an attempt).
 	if len(f.buf) == 0 {
 		return nil
 	}
+	// A buffered task that no longer fits is left for drain (released
+	// unstarted, without counting an attempt).
 	if f.timeLeft() <= 0 {
 		f.poke() // the lease loop sees the time is up and closes
 		return nil

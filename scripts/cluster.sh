@@ -105,17 +105,18 @@ deps_trixie() {
 	tar -C "$TRIXIE" -czf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
 }
 
-write_conf_trixie() {
-	local host; host=$(hostname)
-	local st=/var/lib/scalebox-trixie
-	in_trixie install -d -o slurm -g slurm $st/ctld $st/log
-	in_trixie install -d -m 0755 $st/slurmd
-	cat > "$TRIXIE/etc/slurm/slurm.conf" <<CONF
-# Written by scalebox scripts/cluster.sh: the local "trixie" test cluster.
-ClusterName=trixie
+# slurm_conf NAME STATE CTLD_PORT SLURMD_PORT NODE_PREFIX NODES NODE_PORT_BASE
+# prints the slurm.conf of a test cluster: STATE is its state directory as
+# its daemons see it; nodes PREFIX1..PREFIXn listen on NODE_PORT_BASE+i.
+slurm_conf() {
+	local name=$1 st=$2 ctld_port=$3 slurmd_port=$4 prefix=$5 nodes=$6 base=$7 host i
+	host=$(hostname)
+	cat <<CONF
+# Written by scalebox scripts/cluster.sh: the local "$name" test cluster.
+ClusterName=$name
 SlurmctldHost=$host(127.0.0.1)
-SlurmctldPort=7817
-SlurmdPort=7818
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
 SlurmUser=slurm
 AuthType=auth/munge
 AuthAltTypes=auth/jwt
@@ -131,18 +132,30 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
+JobCompType=jobcomp/filetxt
+JobCompLoc=$st/log/jobcomp.txt
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 MinJobAge=600
 KillWait=5
 ReturnToService=2
+SlurmctldTimeout=30
+SlurmdTimeout=30
+InactiveLimit=0
 MpiDefault=none
-NodeName=t1 NodeHostname=$host NodeAddr=127.0.0.1 Port=17101 CPUs=4 RealMemory=4000 State=UNKNOWN
-NodeName=t2 NodeHostname=$host NodeAddr=127.0.0.1 Port=17102 CPUs=4 RealMemory=4000 State=UNKNOWN
-PartitionName=debug Nodes=t[1-2] Default=YES MaxTime=INFINITE State=UP
 CONF
+	for i in $(seq 1 "$nodes"); do
+		echo "NodeName=$prefix$i NodeHostname=$host NodeAddr=127.0.0.1 Port=$((base + i)) CPUs=4 RealMemory=4000 State=UNKNOWN"
+	done
+	echo "PartitionName=debug Nodes=$prefix[1-$nodes] Default=YES MaxTime=INFINITE State=UP"
+}
+
+write_conf_trixie() {
+	local st=/var/lib/scalebox-trixie
+	in_trixie install -d -o slurm -g slurm $st/ctld $st/log
+	in_trixie install -d -m 0755 $st/slurmd
+	slurm_conf trixie $st 7817 7818 t 2 17100 > "$TRIXIE/etc/slurm/slurm.conf"
 	# 24.11's slurmd loads a cgroup plugin even with proctrack/linuxproc;
 	# there is no cgroup filesystem here.
 	echo "CgroupPlugin=disabled" > "$TRIXIE/etc/slurm/cgroup.conf"
@@ -212,47 +225,9 @@ wait_for() {
 }
 
 write_conf_ci() {
-	local host; host=$(hostname)
 	install -d -o slurm -g slurm "$ROOT/ci/ctld" "$ROOT/ci/log"
 	install -d -m 0755 "$ROOT/ci/slurmd"
-	cat > /etc/slurm/slurm.conf <<CONF
-# Written by scalebox scripts/cluster.sh: the local "ci" test cluster.
-ClusterName=ci
-SlurmctldHost=$host(127.0.0.1)
-SlurmctldPort=6817
-SlurmUser=slurm
-AuthType=auth/munge
-AuthAltTypes=auth/jwt
-AuthAltParameters=jwt_key=$ROOT/ci/ctld/jwt_hs256.key
-StateSaveLocation=$ROOT/ci/ctld
-SlurmctldPidFile=$ROOT/ci/slurmctld.pid
-SlurmctldLogFile=$ROOT/ci/log/slurmctld.log
-SlurmdSpoolDir=$ROOT/ci/slurmd/%n
-SlurmdPidFile=$ROOT/ci/slurmd-%n.pid
-SlurmdLogFile=$ROOT/ci/log/slurmd-%n.log
-SlurmdParameters=config_overrides
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/filetxt
-JobCompLoc=$ROOT/ci/log/jobcomp.txt
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
-MinJobAge=600
-KillWait=5
-ReturnToService=2
-SlurmctldTimeout=30
-SlurmdTimeout=30
-InactiveLimit=0
-MpiDefault=none
-CONF
-	local i
-	for i in $(seq 1 "$NODES"); do
-		echo "NodeName=n$i NodeHostname=$host NodeAddr=127.0.0.1 Port=$((17000 + i)) CPUs=4 RealMemory=4000 State=UNKNOWN" >> /etc/slurm/slurm.conf
-	done
-	echo "PartitionName=debug Nodes=n[1-$NODES] Default=YES MaxTime=INFINITE State=UP" >> /etc/slurm/slurm.conf
+	slurm_conf ci "$ROOT/ci" 6817 6818 n "$NODES" 17000 > /etc/slurm/slurm.conf
 	if [ ! -s "$ROOT/ci/ctld/jwt_hs256.key" ]; then
 		dd if=/dev/urandom bs=32 count=1 2>/dev/null > "$ROOT/ci/ctld/jwt_hs256.key"
 	fi

@@ -30,9 +30,6 @@ type pilotPool struct {
 // touch records that a pilot had work now.
 func (s *Server) touch(pilotID int64) {
 	s.drain.mu.Lock()
-	if s.drain.active == nil {
-		s.drain.active = map[int64]time.Time{}
-	}
 	s.drain.active[pilotID] = time.Now()
 	s.drain.mu.Unlock()
 }
@@ -114,10 +111,6 @@ func (s *Server) pilotPool(ctx context.Context, p *dataflow.PilotInfo) *pilotPoo
 		}
 	}
 	s.drain.mu.Lock()
-	if s.drain.pool == nil {
-		s.drain.pool = map[int64]*pilotPool{}
-		s.drain.draining = map[string]bool{}
-	}
 	s.drain.pool[p.ID] = pp
 	s.drain.mu.Unlock()
 	return pp

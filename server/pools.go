@@ -191,14 +191,14 @@ func (s *Server) manageApp(ctx context.Context, appID int64) error {
 	if st.Done() {
 		// Jobs whose pilots left on their own end as Slurm says; the rest
 		// are cancelled.
-		if jobs, err = s.refreshJobs(ctx, jobs); err != nil {
+		if jobs, err = s.refreshJobs(ctx, appID, app, jobs); err != nil {
 			return err
 		}
-		return s.cancelJobs(ctx, jobs, "app "+string(st))
+		return s.cancelJobs(ctx, appID, app, jobs, "app "+string(st))
 	}
 	if time.Since(s.pm.lastStatus[appID]) >= statusEvery && len(jobs) > 0 {
 		s.pm.lastStatus[appID] = time.Now()
-		if jobs, err = s.refreshJobs(ctx, jobs); err != nil {
+		if jobs, err = s.refreshJobs(ctx, appID, app, jobs); err != nil {
 			return err
 		}
 	}
@@ -224,29 +224,34 @@ func (s *Server) manageApp(ctx context.Context, appID int64) error {
 	return nil
 }
 
-// refreshJobs asks each cluster once about its active jobs and records
-// the ones that started or ended. It returns the jobs still active.
-func (s *Server) refreshJobs(ctx context.Context, jobs []broker.PilotJob) ([]broker.PilotJob, error) {
-	byCluster := map[string][]broker.PilotJob{}
+// byCluster groups an app's jobs by cluster, with their Slurm job ids.
+func byCluster(jobs []broker.PilotJob) map[string][]broker.PilotJob {
+	out := map[string][]broker.PilotJob{}
 	for _, j := range jobs {
-		byCluster[j.Cluster] = append(byCluster[j.Cluster], j)
+		out[j.Cluster] = append(out[j.Cluster], j)
 	}
+	return out
+}
+
+func jobIDs(js []broker.PilotJob) []string {
+	ids := make([]string, len(js))
+	for i, j := range js {
+		ids[i] = j.JobID
+	}
+	return ids
+}
+
+// refreshJobs asks each cluster once about an app's active jobs and
+// records the ones that started or ended. It returns the jobs still active.
+func (s *Server) refreshJobs(ctx context.Context, appID int64, app *dataflow.App, jobs []broker.PilotJob) ([]broker.PilotJob, error) {
 	var still []broker.PilotJob
-	for cluster, js := range byCluster {
-		app, _, err := s.broker.App(js[0].AppID)
-		if err != nil {
-			return nil, err
-		}
-		bs := s.batchFor(js[0].AppID, app, cluster)
+	for cluster, js := range byCluster(jobs) {
+		bs := s.batchFor(appID, app, cluster)
 		if bs == nil {
 			still = append(still, js...)
 			continue
 		}
-		ids := make([]string, len(js))
-		for i, j := range js {
-			ids[i] = j.JobID
-		}
-		states, err := bs.Status(ctx, ids)
+		states, err := bs.Status(ctx, jobIDs(js))
 		if err != nil {
 			s.log.Warn("job status", "cluster", cluster, "err", err)
 			still = append(still, js...)
@@ -381,21 +386,10 @@ func wantedJobs(p *poolRef, info *dataflow.AppInfo, active int) int {
 	return min(max(want, p.spec.Min), maxJobs)
 }
 
-func (s *Server) cancelJobs(ctx context.Context, jobs []broker.PilotJob, why string) error {
-	byCluster := map[string][]broker.PilotJob{}
-	for _, j := range jobs {
-		byCluster[j.Cluster] = append(byCluster[j.Cluster], j)
-	}
-	for cluster, js := range byCluster {
-		ids := make([]string, len(js))
-		for i, j := range js {
-			ids[i] = j.JobID
-		}
-		app, _, err := s.broker.App(js[0].AppID)
-		if err != nil {
-			return err
-		}
-		if bs := s.batchFor(js[0].AppID, app, cluster); bs != nil {
+func (s *Server) cancelJobs(ctx context.Context, appID int64, app *dataflow.App, jobs []broker.PilotJob, why string) error {
+	for cluster, js := range byCluster(jobs) {
+		ids := jobIDs(js)
+		if bs := s.batchFor(appID, app, cluster); bs != nil {
 			if err := bs.Cancel(ctx, ids); err != nil {
 				s.log.Warn("cancel pilot jobs", "cluster", cluster, "jobs", ids, "err", err)
 				continue
