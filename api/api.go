@@ -119,6 +119,9 @@ type Reported struct {
 // committing it) expires and is rescued instead of living forever.
 type Heartbeat struct {
 	Held []int64 `json:"held,omitempty"`
+	// Slots are the pilot's slots in trouble now (all of them; a slot
+	// not listed is fine).
+	Slots []dataflow.SlotState `json:"slots,omitempty"`
 }
 
 // Beat answers Heartbeat.

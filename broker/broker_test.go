@@ -205,7 +205,7 @@ func TestHeartbeatExtendsOnlyHeldLeases(t *testing.T) {
 	kept := leaseOne(t, b, app, pilot, "a")
 	lost := leaseOne(t, b, app, pilot, "a") // its answer never reached the pilot
 	c.t = c.t.Add(50 * time.Second)
-	if err := b.Heartbeat(ctx, pilot, []int64{kept.ID}, time.Minute); err != nil {
+	if err := b.Heartbeat(ctx, pilot, []int64{kept.ID}, nil, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	c.t = c.t.Add(20 * time.Second) // past the first deadline, before the extended one

@@ -340,7 +340,7 @@ func newExecRow(t taskRow, pilotID int64, c dataflow.Completion, emitted int) ex
 	}
 	return execRow{t.id, t.appID, t.moduleID, t.attempts + 1, t.gen, pilotID, nullStr(c.Slot), nullStr(c.Host), c.ExitCode,
 		started, ms(ended), nullStr(c.StdoutTail), nullStr(c.StderrTail), nullStr(c.Auxout), nullStr(c.Note), ts,
-		c.InputBytes, c.OutputBytes, emitted}
+		c.InputBytes, c.OutputBytes, emitted, nullStr(c.Image)}
 }
 
 // insertExecs adds exec records in multi-row statements.
@@ -353,6 +353,6 @@ func insertExecs(tx *sql.Tx, rows []execRow) error {
 		vals[i] = r
 	}
 	_, err := bulkInsert(tx, `INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
-			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted)`, "", 19, vals)
+			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted, image)`, "", 20, vals)
 	return err
 }

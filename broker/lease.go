@@ -144,7 +144,7 @@ func pickReady(tx *sql.Tx, moduleID int64, host string, max int) ([]int64, error
 // Heartbeat extends to now+ttl the leases the pilot says it holds and
 // records that the pilot is alive. Leases of this pilot that it does not
 // list are left to expire.
-func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, held []int64, ttl time.Duration) error {
+func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, held []int64, slots []dataflow.SlotState, ttl time.Duration) error {
 	ids, err := json.Marshal(held)
 	if err != nil {
 		return err
@@ -157,8 +157,10 @@ func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, held []int64, ttl
 				return err
 			}
 		}
-		_, err := tx.Exec("UPDATE pilots SET last_seen = ?, state = 'active' WHERE id = ? AND state <> 'left'", ms(now), pilotID)
-		return err
+		if _, err := tx.Exec("UPDATE pilots SET last_seen = ?, state = 'active' WHERE id = ? AND state <> 'left'", ms(now), pilotID); err != nil {
+			return err
+		}
+		return replaceSlotStates(tx, pilotID, slots, ms(now))
 	})
 	if err != nil {
 		return fmt.Errorf("heartbeat of pilot %d: %w", pilotID, err)

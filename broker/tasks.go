@@ -205,7 +205,7 @@ func (b *Broker) Task(ctx context.Context, taskID int64) (*dataflow.TaskInfo, er
 // Execs returns a task's attempts in order.
 func (b *Broker) Execs(ctx context.Context, taskID int64) ([]dataflow.Exec, error) {
 	rows, err := b.r.QueryContext(ctx, `SELECT id, task_id, attempt, lease_gen, pilot_id, slot, host, exit_code, started_at, ended_at,
-		stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted
+		stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted, image
 		FROM task_execs WHERE task_id = ? ORDER BY lease_gen`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("execs of task %d: %w", taskID, err)
@@ -215,13 +215,13 @@ func (b *Broker) Execs(ctx context.Context, taskID int64) ([]dataflow.Exec, erro
 	for rows.Next() {
 		var e dataflow.Exec
 		var pilot, started sql.NullInt64
-		var slot, host, so, se, aux, note, ts sql.NullString
+		var slot, host, so, se, aux, note, ts, image sql.NullString
 		var ended int64
 		if err := rows.Scan(&e.ID, &e.TaskID, &e.Attempt, &e.Gen, &pilot, &slot, &host, &e.ExitCode, &started, &ended,
-			&so, &se, &aux, &note, &ts, &e.InputBytes, &e.OutputBytes, &e.Emitted); err != nil {
+			&so, &se, &aux, &note, &ts, &e.InputBytes, &e.OutputBytes, &e.Emitted, &image); err != nil {
 			return nil, err
 		}
-		e.PilotID = pilot.Int64
+		e.PilotID, e.Image = pilot.Int64, image.String
 		e.Slot, e.Host, e.StdoutTail, e.StderrTail, e.Auxout, e.Note = slot.String, host.String, so.String, se.String, aux.String, note.String
 		e.StartedAt = nullTime(started)
 		e.EndedAt = fromMS(ended)

@@ -51,7 +51,25 @@ type Completion struct {
 	OutputBytes int64       `json:"output_bytes,omitempty"`
 	Messages    []Message   `json:"messages,omitempty"`
 	Deferred    []StateOp   `json:"deferred,omitempty"`
+	// Image is the container image the attempt ran in ("" on the host).
+	Image string `json:"image,omitempty"`
 }
+
+// SlotState is a slot a pilot reports in trouble: its container or
+// setup.sh failed to start, or its agent died, Failures times in a row.
+type SlotState struct {
+	Slot     string `json:"slot"`
+	Module   string `json:"module"`
+	State    string `json:"state"` // SlotRestarting or SlotError
+	Reason   string `json:"reason"`
+	Failures int    `json:"failures"`
+}
+
+// Slot states in reports and in app status.
+const (
+	SlotRestarting = "RESTARTING"
+	SlotError      = "ERROR"
+)
 
 // Outcome of a reported completion.
 const (
@@ -89,6 +107,7 @@ type Exec struct {
 	InputBytes  int64       `json:"input_bytes"`
 	OutputBytes int64       `json:"output_bytes"`
 	Emitted     int         `json:"emitted"`
+	Image       string      `json:"image,omitempty"`
 }
 
 // TaskInfo is a task as listed.
@@ -127,6 +146,8 @@ type AppInfo struct {
 	Why []string `json:"why,omitempty"`
 	// PilotPools is the state of the app's Slurm pools.
 	PilotPools []PoolInfo `json:"pools,omitempty"`
+	// Slots are the slots whose container or setup.sh does not start.
+	Slots []SlotState `json:"slots,omitempty"`
 }
 
 // PoolInfo is what the pool manager knows of one pool.

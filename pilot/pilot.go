@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +42,14 @@ type Config struct {
 	EndTime time.Time
 	// Binary is the scalebox executable, put first on the scripts' PATH.
 	Binary string
+	// Apptainer is the apptainer executable ("" = $SCALEBOX_APPTAINER or PATH).
+	Apptainer string
+	// AgentBinary is the static scalebox bound into containers ("" =
+	// $SCALEBOX_AGENT_BINARY or this executable).
+	AgentBinary string
+	// GPUs are the device indices this node's slots share out (from
+	// CUDA_VISIBLE_DEVICES or ROCR_VISIBLE_DEVICES when unset).
+	GPUs []int
 	// HeadTimeout: stop after the head has not answered for this long (0: never).
 	HeadTimeout time.Duration
 	Log         *slog.Logger
@@ -61,6 +70,43 @@ type Pilot struct {
 
 	heldMu sync.Mutex
 	held   map[int64]bool // tasks leased to this pilot and not yet reported
+
+	slotMu   sync.Mutex
+	troubled map[string]dataflow.SlotState // slots failing to start, by slot id
+	beat     chan struct{}                 // send a heartbeat now
+}
+
+// slotState records a slot's start failure (err non-nil) or its recovery,
+// and sends the news to the head with the next heartbeat, at once.
+func (p *Pilot) slotState(s *slot, err error) {
+	p.slotMu.Lock()
+	_, had := p.troubled[s.id]
+	if err == nil {
+		delete(p.troubled, s.id)
+	} else {
+		st := dataflow.SlotState{Slot: s.id, Module: s.mod().Name, State: dataflow.SlotRestarting, Reason: err.Error(), Failures: s.failures}
+		if s.failures >= slotErrorAfter {
+			st.State = dataflow.SlotError
+		}
+		p.troubled[s.id] = st
+	}
+	p.slotMu.Unlock()
+	if err != nil || had {
+		select {
+		case p.beat <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (p *Pilot) slotStates() []dataflow.SlotState {
+	p.slotMu.Lock()
+	defer p.slotMu.Unlock()
+	out := make([]dataflow.SlotState, 0, len(p.troubled))
+	for _, st := range p.troubled {
+		out = append(out, st)
+	}
+	return out
 }
 
 // hold records leased tasks; heartbeats keep exactly these alive.
@@ -120,7 +166,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	p := &Pilot{cfg: cfg, reg: reg, log: log, stop: cancel, held: map[int64]bool{}}
+	p := &Pilot{cfg: cfg, reg: reg, log: log, stop: cancel, held: map[int64]bool{},
+		troubled: map[string]dataflow.SlotState{}, beat: make(chan struct{}, 1)}
+	if p.cfg.GPUs == nil {
+		p.cfg.GPUs = visibleGPUs()
+	}
 	p.rep = newReporter(cfg.Client, reg.PilotID, log, p.appStatus, p.unhold)
 	log.Info("pilot registered", "host", cfg.Host, "modules", len(reg.Plan), "work_root", cfg.WorkRoot)
 
@@ -260,8 +310,9 @@ func (p *Pilot) heartbeats(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-p.beat:
 		}
-		beat, err := p.cfg.Client.Heartbeat(ctx, p.reg.PilotID, api.Heartbeat{Held: p.heldIDs()})
+		beat, err := p.cfg.Client.Heartbeat(ctx, p.reg.PilotID, api.Heartbeat{Held: p.heldIDs(), Slots: p.slotStates()})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -286,6 +337,25 @@ func (p *Pilot) heartbeats(ctx context.Context) {
 		lastOK = time.Now()
 		p.appEnded(beat.AppStatus)
 	}
+}
+
+// visibleGPUs are the devices the batch system gave this job.
+func visibleGPUs() []int {
+	for _, k := range []string{"CUDA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"} {
+		v := os.Getenv(k)
+		if v == "" {
+			continue
+		}
+		var out []int
+		for _, f := range strings.Split(v, ",") {
+			var n int
+			if _, err := fmt.Sscan(strings.TrimSpace(f), &n); err == nil {
+				out = append(out, n)
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -3,6 +3,7 @@ package pilot
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/apptainer"
 	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
@@ -39,11 +41,11 @@ func moduleEnv(m *dataflow.Module, key string) string {
 	return ""
 }
 
-func scriptPath(m *dataflow.Module, name string) string {
-	return findScript(name, moduleEnv(m, scriptOverride[name]), []string{m.CodePath, ShareBin})
+// hasCheckScript says whether a module has an admission script, as far as
+// the node can tell before its slot starts (an image may bring its own).
+func hasCheckScript(m *dataflow.Module) bool {
+	return findScript(CheckScript, moduleEnv(m, scriptOverride[CheckScript]), []string{m.CodePath, ShareBin}) != ""
 }
-
-func hasCheckScript(m *dataflow.Module) bool { return scriptPath(m, CheckScript) != "" }
 
 // slot runs one module's tasks one (or one batch) at a time.
 type slot struct {
@@ -52,12 +54,11 @@ type slot struct {
 	f     *feeder
 	index int
 	id    string
-	work  string
-	env   []string
-	logs  string // dir of the last task's stdout and stderr files
-	runSh string
-	check string
+	host  slotDirs // the slot's directories on the node
+	x     executor // where its scripts run, while started
 	done  int
+	// failures counts starts in a row that failed (or agents that died).
+	failures int
 }
 
 func newSlot(p *Pilot, pm api.PlannedModule, f *feeder, i int) *slot {
@@ -68,29 +69,49 @@ func newSlot(p *Pilot, pm api.PlannedModule, f *feeder, i int) *slot {
 
 func (s *slot) mod() *dataflow.Module { return s.pm.Module }
 
-// prepare creates the slot's private directories and its base environment.
+// container is true for modules with an image.
+func (s *slot) container() bool {
+	return s.mod().BaseImage != dataflow.HostImage && s.mod().BaseImage != ""
+}
+
+// prepare creates the slot's private directories.
 func (s *slot) prepare() error {
 	base := filepath.Join(s.p.cfg.WorkRoot, fmt.Sprintf("%s.%d", s.mod().Name, s.index))
-	s.work = filepath.Join(base, "work")
-	s.logs = base
-	tmp := filepath.Join(base, "tmp")
-	shm := tmp
+	s.host = slotDirs{Work: filepath.Join(base, "work"), Tmp: filepath.Join(base, "tmp"), Logs: base}
+	s.host.Shm = s.host.Tmp
 	if st, err := os.Stat("/dev/shm"); err == nil && st.IsDir() {
-		shm = filepath.Join("/dev/shm", fmt.Sprintf("scalebox-%d-%s", s.p.reg.AppID, s.id))
+		s.host.Shm = filepath.Join("/dev/shm", fmt.Sprintf("scalebox-%d-%s", s.p.reg.AppID, s.id))
 	}
-	for _, d := range []string{s.work, tmp, shm} {
+	for _, d := range []string{s.host.Work, s.host.Tmp, s.host.Shm} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("slot %s: %w", s.id, err)
 		}
 	}
+	return nil
+}
+
+// vars are the DESIGN §6 variables of the slot, with paths as its
+// scripts see them; each also as PLAT_<name>.
+func (s *slot) vars(d slotDirs) map[string]string {
 	m := s.mod()
 	vars := map[string]string{
 		"APP_ID": strconv.FormatInt(s.p.reg.AppID, 10), "APP_NAME": s.p.reg.AppName,
 		"MODULE_NAME": m.Name, "MODULE_ID": m.Name, "SLOT_ID": s.id, "SINK_MODULE": s.pm.SinkModule,
-		"WORK_DIR": s.work, "LOCAL_TMPDIR": tmp, "LOCAL_SHMDIR": shm, "CLUSTER": s.p.reg.Cluster,
+		"WORK_DIR": d.Work, "LOCAL_TMPDIR": d.Tmp, "LOCAL_SHMDIR": d.Shm, "CLUSTER": s.p.reg.Cluster,
 		"HOST_NAME": s.p.cfg.Host, "TASK_MAX_SECONDS": strconv.Itoa(m.TaskMaxSeconds),
 		"TASK_BATCH_SIZE": strconv.Itoa(m.TaskBatchSize),
 	}
+	out := make(map[string]string, 2*len(vars))
+	for k, v := range vars {
+		out[k], out["PLAT_"+k] = v, v
+	}
+	return out
+}
+
+// hostExecutor runs the scripts on the node, with the pilot's environment
+// under the module's.
+func (s *slot) hostExecutor() *workspace {
+	m := s.mod()
 	env := make([]string, 0, 64)
 	path := os.Getenv("PATH")
 	if s.p.cfg.Binary != "" {
@@ -104,36 +125,84 @@ func (s *slot) prepare() error {
 	}
 	env = append(env, "PATH="+path)
 	env = append(env, m.Environments...)
-	for k, v := range vars {
-		env = append(env, k+"="+v, "PLAT_"+k+"="+v)
+	for k, v := range s.vars(s.host) {
+		env = append(env, k+"="+v)
 	}
 	env = append(env, "SCALEBOX_SERVER="+s.p.cfg.Server, "SCALEBOX_TOKEN_FILE="+s.p.cfg.TokenFile,
 		"SCALEBOX_SERVER_CERT_SHA256="+s.p.cfg.CertSHA256)
-	s.env = env
-	s.runSh = scriptPath(m, RunScript)
-	s.check = scriptPath(m, CheckScript)
-	return nil
+	return &workspace{env: env, d: s.host,
+		scripts: lookupScripts(func(k string) string { return moduleEnv(m, k) }, m.CodePath, ShareBin),
+		missing: fmt.Sprintf("no %s in code_path %q or %s (or $%s)", RunScript, m.CodePath, ShareBin, scriptOverride[RunScript])}
 }
 
-func (s *slot) command(argv []string, extra ...string) Command {
-	env := s.env
-	if len(extra) > 0 {
-		env = append(append(make([]string, 0, len(s.env)+len(extra)), s.env...), extra...)
+// containerEnvironment is the module's environment inside its container:
+// defaults from the image's labels, then the module's environments, then
+// the slot variables.
+func (s *slot) containerEnvironment() map[string]string {
+	m := s.mod()
+	env := map[string]string{}
+	if md, err := apptainer.Inspect(m.BaseImage); err == nil {
+		for k, v := range md.Env {
+			env[k] = v
+		}
+		for name, path := range md.Scripts {
+			env[scriptOverride[name]] = path
+		}
 	}
-	name := filepath.Base(argv[0])
-	return Command{Argv: argv, Env: env, Dir: s.work,
-		Stdout: filepath.Join(s.logs, name+".stdout"), Stderr: filepath.Join(s.logs, name+".stderr")}
+	for _, kv := range m.Environments {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	for k, v := range s.vars(slotDirs{Work: apptainer.WorkDir, Tmp: apptainer.LocalTmp, Shm: apptainer.LocalShm, Logs: apptainer.SlotDir}) {
+		env[k] = v
+	}
+	if s.p.cfg.CertSHA256 != "" {
+		env["SCALEBOX_SERVER_CERT_SHA256"] = s.p.cfg.CertSHA256
+	}
+	return env
+}
+
+// start starts the slot's executor and runs setup.sh in it.
+func (s *slot) start(ctx context.Context) (executor, error) {
+	var x executor
+	if s.container() {
+		_, n, err := gpuOf(s.mod())
+		if err != nil {
+			return nil, err
+		}
+		cx, err := startContainer(ctx, containerSpec{appID: s.p.reg.AppID, pilotID: s.p.reg.PilotID, index: s.index,
+			module: s.mod(), host: s.host, env: s.containerEnvironment(), server: s.p.cfg.Server, tokenFile: s.p.cfg.TokenFile,
+			apptainer: s.p.cfg.Apptainer, agent: s.p.cfg.AgentBinary, devices: slotDevices(s.p.cfg.GPUs, s.index, n)})
+		if err != nil {
+			return nil, err
+		}
+		s.p.log.Info("slot container started", "slot", s.id, "image", s.mod().BaseImage, "os", cx.hello.OS)
+		x = cx
+	} else {
+		x = s.hostExecutor()
+	}
+	if err := s.lifecycleScript(ctx, x, SetupScript); err != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		x.close(cctx)
+		cancel()
+		return nil, err
+	}
+	return x, nil
 }
 
 // lifecycleScript runs setup.sh or teardown.sh if the module has one.
-func (s *slot) lifecycleScript(ctx context.Context, name string) error {
-	path := scriptPath(s.mod(), name)
-	if path == "" {
+func (s *slot) lifecycleScript(ctx context.Context, x executor, name string) error {
+	if x.script(name) == "" {
 		return nil
 	}
-	res := runProcess(ctx, s.command([]string{path}))
-	if res.ExitCode != 0 {
-		return fmt.Errorf("%s exited %d: %s", name, res.ExitCode, lastLine(res.Stderr))
+	resp := x.run(ctx, request{Script: name})
+	if resp.Result.ExitCode != 0 {
+		why := lastLine(resp.Result.Stderr)
+		if resp.Result.SystemErr != "" {
+			why = resp.Result.SystemErr
+		}
+		return fmt.Errorf("%s exited %d: %s", name, resp.Result.ExitCode, why)
 	}
 	return nil
 }
@@ -146,6 +215,25 @@ func lastLine(s string) string {
 	return s
 }
 
+// Slot restarts: a slot whose container or setup.sh fails, or whose agent
+// dies, fails the tasks it holds with 125, waits, and starts again; after
+// slotErrorAfter failures in a row it is reported in ERROR (app status
+// shows why) while it keeps trying with a growing delay.
+const (
+	slotErrorAfter    = 3
+	slotRestartFirst  = time.Second
+	slotRestartLatest = time.Minute
+)
+
+// restartDelay is the wait after the nth failure in a row.
+func restartDelay(n int) time.Duration {
+	d := slotRestartFirst
+	for i := 1; i < n && d < slotRestartLatest; i++ {
+		d *= 2
+	}
+	return min(d, slotRestartLatest)
+}
+
 func (s *slot) run(ctx context.Context) {
 	log := s.p.log.With("slot", s.id)
 	if err := s.prepare(); err != nil {
@@ -154,30 +242,93 @@ func (s *slot) run(ctx context.Context) {
 	}
 	// readOutputs removes the files each task leaves; this clears what a
 	// previous pilot on the same work root may have left.
-	if err := clearInterfaceFiles(s.work); err != nil {
+	if err := clearInterfaceFiles(s.host.Work); err != nil {
 		s.p.fail(fmt.Errorf("slot %s not started: %w", s.id, err))
 		return
 	}
-	if err := s.startScripts(ctx); err != nil {
-		if ctx.Err() == nil {
-			s.p.fail(fmt.Errorf("slot %s not started: %w", s.id, err))
+	defer s.p.slotState(s, nil)
+	var lastErr error
+	var nextStart time.Time
+	for ctx.Err() == nil {
+		if lastErr != nil && time.Now().Before(nextStart) {
+			// In ERROR: fail what comes at once, with the reason, until the
+			// next start attempt is due, so that the module's tasks end
+			// (through their retry rules) instead of waiting forever.
+			if !s.failBatch(lastErr) {
+				return
+			}
+			continue
 		}
-		return
-	}
-	defer func() {
+		x, err := s.start(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.failures++
+			lastErr = err
+			log.Warn("slot did not start", "err", err, "failures", s.failures)
+			s.p.slotState(s, err)
+			// The failure is recorded on a task so it shows where users look.
+			if !s.failBatch(err) {
+				return
+			}
+			if s.failures >= slotErrorAfter {
+				nextStart = time.Now().Add(restartDelay(s.failures))
+				continue
+			}
+			if sleepCtx(ctx, restartDelay(s.failures)) != nil {
+				return
+			}
+			continue
+		}
+		lastErr = nil
+		s.x = x
+		again := s.serve(ctx, log)
 		tctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := s.lifecycleScript(tctx, TeardownScript); err != nil {
+		if err := s.lifecycleScript(tctx, x, TeardownScript); err != nil {
 			log.Warn("teardown", "err", err)
 		}
-	}()
+		x.close(tctx)
+		cancel()
+		s.x = nil
+		if !again || ctx.Err() != nil {
+			return
+		}
+		if sleepCtx(ctx, restartDelay(s.failures)) != nil {
+			return
+		}
+	}
+}
+
+// failBatch takes the next task (or batch) and fails it with 125 and why
+// the slot cannot run it. False when there is no more work.
+func (s *slot) failBatch(why error) bool {
+	tasks := s.f.take(max(s.mod().TaskBatchSize, 1))
+	if tasks == nil {
+		return false
+	}
+	for _, t := range tasks {
+		s.p.rep.addStarted(dataflow.Started{TaskID: t.ID, Gen: t.Gen, Slot: s.id})
+	}
+	now := time.Now()
+	s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: now, Ended: now, SystemErr: "slot did not start: " + why.Error()}, Outputs{})
+	return true
+}
+
+// serve runs tasks on a started executor until the slot ends (false) or
+// the executor broke and must be started again (true).
+func (s *slot) serve(ctx context.Context, log *slog.Logger) bool {
 	checkWait := time.Second
 	for ctx.Err() == nil {
-		if s.check != "" {
-			res := runProcess(ctx, s.command([]string{s.check}))
-			if res.ExitCode != 0 {
+		if s.x.script(CheckScript) != "" {
+			resp := s.x.run(ctx, request{Script: CheckScript})
+			if err := s.x.broken(); err != nil {
+				s.agentDied(log, err)
+				return true
+			}
+			if resp.Result.ExitCode != 0 {
 				if sleepCtx(ctx, checkWait) != nil {
-					return
+					return false
 				}
 				checkWait = min(checkWait*2, 30*time.Second)
 				continue
@@ -186,47 +337,47 @@ func (s *slot) run(ctx context.Context) {
 		}
 		tasks := s.f.take(max(s.mod().TaskBatchSize, 1))
 		if tasks == nil {
-			return
+			return false
 		}
 		if ctx.Err() != nil {
 			s.f.put(tasks)
-			return
+			return false
 		}
 		last := s.runTasks(ctx, tasks)
+		if err := s.x.broken(); err != nil {
+			s.agentDied(log, err)
+			return true
+		}
+		if s.failures > 0 {
+			s.failures = 0
+			s.p.slotState(s, nil)
+		}
 		s.done += len(tasks)
 		if last {
 			log.Info("slot_last_task seen; slot exits")
-			return
+			return false
 		}
 		if n := s.mod().SlotMaxTasks; n > 0 && s.done >= n {
 			// Scalebox restarts a slot after slot_max_tasks (to shed leaks).
 			s.done = 0
-			if err := s.lifecycleScript(ctx, TeardownScript); err != nil {
+			if err := s.lifecycleScript(ctx, s.x, TeardownScript); err != nil {
 				log.Warn("teardown", "err", err)
 			}
-			if err := s.startScripts(ctx); err != nil {
+			if err := s.lifecycleScript(ctx, s.x, SetupScript); err != nil {
 				log.Error("slot restart failed", "err", err)
-				return
+				s.failures++
+				s.p.slotState(s, err)
+				return true
 			}
 		}
 	}
+	return false
 }
 
-// startScripts runs setup.sh, retrying with backoff a few times.
-func (s *slot) startScripts(ctx context.Context) error {
-	var err error
-	delay := time.Second
-	for i := 0; i < 3; i++ {
-		if err = s.lifecycleScript(ctx, SetupScript); err == nil {
-			return nil
-		}
-		s.p.log.Warn("setup failed", "slot", s.id, "err", err, "attempt", i+1)
-		if sleepCtx(ctx, delay) != nil {
-			return ctx.Err()
-		}
-		delay *= 4
-	}
-	return err
+func (s *slot) agentDied(log *slog.Logger, err error) {
+	s.failures++
+	log.Warn("slot agent died; restarting the slot", "err", err, "failures", s.failures)
+	s.p.slotState(s, err)
 }
 
 // runTasks runs one task, or one batch through input-messages.txt, and
@@ -240,46 +391,40 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 		}
 	}
 	m := s.mod()
-	var argv []string
-	extra := []string{"TASK_ID=" + strconv.FormatInt(tasks[0].ID, 10), "PLAT_TASK_ID=" + strconv.FormatInt(tasks[0].ID, 10),
-		"TASK_ATTEMPT=" + strconv.Itoa(tasks[0].Attempt)}
+	req := request{Script: RunScript, Task: true, Removable: s.removable(), Timeout: time.Duration(m.TaskMaxSeconds) * time.Second,
+		Env: []string{"TASK_ID=" + strconv.FormatInt(tasks[0].ID, 10), "PLAT_TASK_ID=" + strconv.FormatInt(tasks[0].ID, 10),
+			"TASK_ATTEMPT=" + strconv.Itoa(tasks[0].Attempt)}}
 	if m.TaskBatchSize > 1 {
 		var b strings.Builder
 		for _, t := range tasks {
 			fmt.Fprintf(&b, "%d,%s,%s\n", t.ID, t.Body, t.Headers.JSON())
 		}
-		file := filepath.Join(s.work, InputMessagesFile)
-		if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(s.host.Work, InputMessagesFile), []byte(b.String()), 0o600); err != nil {
 			s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: time.Now(), Ended: time.Now(), SystemErr: err.Error()}, Outputs{})
 			return last
 		}
-		argv = []string{s.runSh, file, "{}"}
+		req.Args = []string{s.x.dirs().Work + "/" + InputMessagesFile, "{}"}
 	} else {
-		argv = []string{s.runSh, tasks[0].Body, tasks[0].Headers.JSON()}
+		req.Args = []string{tasks[0].Body, tasks[0].Headers.JSON()}
 	}
-	var res Result
-	if s.runSh == "" {
-		res = Result{ExitCode: dataflow.ExitNotFound, Started: time.Now(), Ended: time.Now(),
-			SystemErr: fmt.Sprintf("no %s in code_path %q or %s (or $%s)", RunScript, m.CodePath, ShareBin, scriptOverride[RunScript])}
-	} else {
-		cmd := s.command(argv, extra...)
-		cmd.Timeout = time.Duration(m.TaskMaxSeconds) * time.Second
-		res = runProcess(ctx, cmd)
+	resp := s.x.run(ctx, req)
+	res := resp.Result
+	if s.x.script(RunScript) != "" {
 		s.f.observe(res.Ended.Sub(res.Started) / time.Duration(len(tasks)))
-		if !res.TimedOut && killedBySignal(res.ExitCode) {
-			// scancel and node shutdown signal the task and the pilot at
-			// once; a task killed that way is lost work, not a failure.
-			// Give the pilot's own signal a moment to arrive.
-			select {
-			case <-ctx.Done():
-			case <-time.After(2 * time.Second):
-			}
-		}
-		if ctx.Err() != nil && !res.TimedOut {
-			res.ExitCode, res.SystemErr = dataflow.ExitLost, "pilot stopping: task killed"
+	}
+	if !res.TimedOut && killedBySignal(res.ExitCode) {
+		// scancel and node shutdown signal the task and the pilot at
+		// once; a task killed that way is lost work, not a failure.
+		// Give the pilot's own signal a moment to arrive.
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
 		}
 	}
-	s.finish(tasks, res, readOutputs(s.work, s.removable()...))
+	if ctx.Err() != nil && !res.TimedOut {
+		res.ExitCode, res.SystemErr = dataflow.ExitLost, "pilot stopping: task killed"
+	}
+	s.finish(tasks, res, resp.Outputs)
 	return last
 }
 
@@ -304,12 +449,20 @@ func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs) {
 		c := dataflow.Completion{TaskID: t.ID, Gen: t.Gen, Slot: s.id, Host: s.p.cfg.Host, ExitCode: code,
 			StartedAt: res.Started, EndedAt: res.Ended, StdoutTail: res.Stdout, StderrTail: res.Stderr,
 			Auxout: out.Auxout, Note: strings.Join(notes, "\n"), Timestamps: out.Timestamps,
-			InputBytes: out.InputBytes, OutputBytes: out.OutputBytes}
+			InputBytes: out.InputBytes, OutputBytes: out.OutputBytes, Image: s.image()}
 		if i == 0 && code == 0 {
 			c.Messages, c.Deferred = out.Messages, out.Deferred
 		}
 		s.p.rep.addCompletion(c)
 	}
+}
+
+// image is the module's image for exec records ("" on the host).
+func (s *slot) image() string {
+	if s.container() {
+		return s.mod().BaseImage
+	}
+	return ""
 }
 
 // killedBySignal is true for the exit codes of SIGHUP, SIGINT, SIGKILL and
@@ -327,8 +480,12 @@ func killedBySignal(code int) bool {
 func (s *slot) removable() []string {
 	var out []string
 	for _, v := range s.pm.Module.Volumes {
-		if !v.ReadOnly && filepath.IsAbs(v.Host) && filepath.Clean(v.Host) != "/" {
-			out = append(out, v.Host)
+		p := v.Host
+		if s.container() {
+			p = v.Container
+		}
+		if !v.ReadOnly && filepath.IsAbs(p) && filepath.Clean(p) != "/" {
+			out = append(out, p)
 		}
 	}
 	return out

@@ -147,7 +147,14 @@ func (s *Server) appInfo(ctx context.Context, id int64) (*dataflow.AppInfo, erro
 	if info.PilotPools, err = s.broker.Pools(ctx, id); err != nil {
 		return nil, err
 	}
+	if info.Slots, err = s.broker.SlotStates(ctx, id); err != nil {
+		return nil, err
+	}
 	info.Why = s.why(info)
+	for _, st := range info.Slots {
+		info.Why = append(info.Why, fmt.Sprintf("slot %s of module %s is %s after %d failed starts in a row: %s",
+			st.Slot, st.Module, st.State, st.Failures, st.Reason))
+	}
 	for _, p := range info.PilotPools {
 		switch {
 		case p.Paused:

@@ -237,7 +237,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	if err := s.broker.Heartbeat(r.Context(), p.ID, req.Held, s.opts.LeaseTTL); err != nil {
+	if err := s.broker.Heartbeat(r.Context(), p.ID, req.Held, req.Slots, s.opts.LeaseTTL); err != nil {
 		fail(w, err)
 		return
 	}

@@ -105,6 +105,7 @@ func newApp() *cli.App {
 			runCommand(),
 			serverCommand(),
 			pilotCommand(),
+			agentCommand(),
 			appCommand(),
 			taskCommand(),
 			semaphoreCommand(),

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/scalebox-hpc/scalebox/api"
+	"github.com/scalebox-hpc/scalebox/apptainer"
 	"github.com/scalebox-hpc/scalebox/pilot"
 )
 
@@ -29,6 +30,8 @@ func pilotCommand() *cli.Command {
 			&cli.StringFlag{Name: "work-root", Usage: "directory for slot work dirs (default: $TMPDIR/scalebox-APP-pilot-ID)"},
 			&cli.DurationFlag{Name: "head-timeout", Value: 10 * time.Minute, Usage: "stop when the head has not answered for this long (0: never)"},
 			&cli.StringFlag{Name: "slot-binary", EnvVars: []string{"SCALEBOX_SLOT_BINARY"}, Usage: "scalebox executable that module scripts call (default: this one)"},
+			&cli.StringFlag{Name: "apptainer", EnvVars: []string{apptainer.EnvBinary}, Usage: "apptainer executable for modules with an image (default: apptainer on PATH)"},
+			&cli.StringFlag{Name: "agent-binary", EnvVars: []string{pilot.AgentBinaryEnv}, Usage: "static scalebox executable bound into module containers as their agent (default: this one)"},
 		},
 		Action: func(c *cli.Context) error {
 			addr := c.String("server")
@@ -53,7 +56,7 @@ func pilotCommand() *cli.Command {
 				JobID: c.String("job-id"), WorkRoot: c.String("work-root"), Server: addr,
 				TokenFile: c.String("token-file"), CertSHA256: c.String("server-cert-sha256"), Binary: self,
 				HeadTimeout: c.Duration("head-timeout"), Cluster: c.String("cluster"), Pool: c.String("pool"), HeadOnly: c.Bool("head-only"),
-				EndTime: unixOrZero(c.Int64("end-time")),
+				EndTime: unixOrZero(c.Int64("end-time")), Apptainer: c.String("apptainer"), AgentBinary: c.String("agent-binary"),
 			})
 		},
 	}
@@ -64,4 +67,18 @@ func unixOrZero(sec int64) time.Time {
 		return time.Time{}
 	}
 	return time.Unix(sec, 0)
+}
+
+// agentCommand is the slot agent inside a module container; the pilot
+// starts it with `apptainer exec instance://...` and talks to it over its
+// stdin and stdout.
+func agentCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "agent",
+		Usage:  "run module scripts inside a slot's container (started by the pilot)",
+		Hidden: true,
+		Action: func(c *cli.Context) error {
+			return pilot.RunAgent(os.Stdin, os.Stdout)
+		},
+	}
 }
