@@ -446,7 +446,15 @@ func (p *parser) module(k, v *yaml.Node) (*Module, []*yaml.Node) {
 	if m.BaseImage == "" {
 		p.errf(k, "%s: missing required key \"base_image\" (an image path, or %q to run on the node)", what, HostImage)
 	} else if m.BaseImage != HostImage {
-		p.warnf(imageNode, "%s: base_image %q needs the Apptainer runtime, which this build does not have yet; use %q", what, m.BaseImage, HostImage)
+		// An image path is relative to the app's directory. Slots start it
+		// on the nodes, so a missing file here is a warning (the nodes may
+		// see another filesystem), and there a start failure (exit 125).
+		if !filepath.IsAbs(m.BaseImage) {
+			m.BaseImage = filepath.Join(p.dir, m.BaseImage)
+		}
+		if _, err := os.Stat(m.BaseImage); err != nil {
+			p.warnf(imageNode, "%s: base_image %s: no such image here; its slots will fail to start (exit 125) on nodes that do not have it", what, m.BaseImage)
+		}
 	}
 	p.moduleSettings(m)
 	return m, sinkNodes

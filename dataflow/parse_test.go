@@ -155,7 +155,7 @@ func TestParseDiagnostics(t *testing.T) {
 		{"negative batch", "name: x\nmodules:\n  m:\n    base_image: host\n    arguments: {task_batch_size: 0}\n", "task_batch_size must be >= 1", ""},
 		{"bad volume", "name: x\nmodules:\n  m:\n    base_image: host\n    volumes: [/a]\n", "want host:container", ""},
 		{"bad env entry", "name: x\nmodules:\n  m:\n    base_image: host\n    environments: [NOEQUALS]\n", "not KEY=VALUE", ""},
-		{"image needs apptainer", "name: x\nmodules:\n  m: {base_image: /img/x.sif}\n", "", "needs the Apptainer runtime"},
+		{"missing image", "name: x\nmodules:\n  m: {base_image: /img/x.sif}\n", "", "base_image /img/x.sif: no such image here"},
 		{"empty", "", "empty app definition", ""},
 		{"not a mapping", "- a\n- b\n", "app must be a mapping", ""},
 		{"duplicate key", "name: x\nname: y\nmodules:\n  m: {base_image: host}\n", "given twice", ""},

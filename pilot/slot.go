@@ -115,7 +115,17 @@ func (s *slot) hostExecutor() *workspace {
 	env := make([]string, 0, 64)
 	path := os.Getenv("PATH")
 	if s.p.cfg.Binary != "" {
-		path = filepath.Dir(s.p.cfg.Binary) + ":" + path
+		// Scripts call `scalebox`: a link of that name to the binary in
+		// use, whatever its file is called.
+		bin := filepath.Join(s.host.Logs, "bin")
+		link := filepath.Join(bin, "scalebox")
+		os.MkdirAll(bin, 0o700)
+		os.Remove(link)
+		if err := os.Symlink(s.p.cfg.Binary, link); err == nil {
+			path = bin + ":" + path
+		} else {
+			path = filepath.Dir(s.p.cfg.Binary) + ":" + path
+		}
 	}
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PATH=") || strings.HasPrefix(kv, "SCALEBOX_") {
@@ -432,6 +442,13 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 // batch, emitted messages and deferred changes ride on the first task so
 // they are sent once.
 func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs) {
+	for i, t := range tasks {
+		s.p.rep.addCompletion(completion(s, t, res, out, i == 0))
+	}
+}
+
+// completion is the record of one task's attempt.
+func completion(s *slot, t dataflow.LeasedTask, res Result, out Outputs, first bool) dataflow.Completion {
 	code := res.ExitCode
 	if out.StatusCode != nil {
 		code = *out.StatusCode
@@ -445,16 +462,14 @@ func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs) {
 		notes = append(notes, out.Problems...)
 	}
 	notes = append(notes, out.Warnings...)
-	for i, t := range tasks {
-		c := dataflow.Completion{TaskID: t.ID, Gen: t.Gen, Slot: s.id, Host: s.p.cfg.Host, ExitCode: code,
-			StartedAt: res.Started, EndedAt: res.Ended, StdoutTail: res.Stdout, StderrTail: res.Stderr,
-			Auxout: out.Auxout, Note: strings.Join(notes, "\n"), Timestamps: out.Timestamps,
-			InputBytes: out.InputBytes, OutputBytes: out.OutputBytes, Image: s.image()}
-		if i == 0 && code == 0 {
-			c.Messages, c.Deferred = out.Messages, out.Deferred
-		}
-		s.p.rep.addCompletion(c)
+	c := dataflow.Completion{TaskID: t.ID, Gen: t.Gen, Slot: s.id, Host: s.p.cfg.Host, ExitCode: code,
+		StartedAt: res.Started, EndedAt: res.Ended, StdoutTail: res.Stdout, StderrTail: res.Stderr,
+		Auxout: out.Auxout, Note: strings.Join(notes, "\n"), Timestamps: out.Timestamps,
+		InputBytes: out.InputBytes, OutputBytes: out.OutputBytes, Image: s.image()}
+	if first && code == 0 {
+		c.Messages, c.Deferred = out.Messages, out.Deferred
 	}
+	return c
 }
 
 // image is the module's image for exec records ("" on the host).

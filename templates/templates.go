@@ -8,7 +8,7 @@ import (
 	"fmt"
 )
 
-//go:embed completion sbatch modulefiles
+//go:embed completion sbatch modulefiles apptainer
 var files embed.FS
 
 // Completion returns the completion script for shell ("bash" or "zsh").

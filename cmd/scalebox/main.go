@@ -55,7 +55,7 @@ func main() {
 		}
 	}
 	app := newApp()
-	err := app.Run(os.Args)
+	err := app.Run(flagsFirst(app, os.Args))
 	pprof.StopCPUProfile()
 	os.Exit(report(err))
 }
@@ -106,6 +106,7 @@ func newApp() *cli.App {
 			serverCommand(),
 			pilotCommand(),
 			agentCommand(),
+			moduleCommand(),
 			appCommand(),
 			taskCommand(),
 			semaphoreCommand(),

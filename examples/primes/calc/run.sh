@@ -7,8 +7,10 @@ hi=${1#*_}
 count=$(awk -v lo="$lo" -v hi="$hi" 'BEGIN {
   if (lo < 2) lo = 2
   if (hi < lo) { print 0; exit }
-  # small primes up to sqrt(hi)
-  lim = int(sqrt(hi)) + 1
+  # small primes up to sqrt(hi), without sqrt(): busybox awk in the
+  # module image may be built without math support
+  lim = 1
+  while (lim * lim <= hi) lim++
   for (i = 2; i <= lim; i++) small[i] = 1
   for (i = 2; i * i <= lim; i++) if (small[i]) for (j = i * i; j <= lim; j += i) small[j] = 0
   for (i = 2; i <= lim; i++) if (small[i]) {
