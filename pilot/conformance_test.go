@@ -149,8 +149,8 @@ echo oops >&2
 			})
 			t.Run("setup once and missing run.sh", func(t *testing.T) {
 				got := moduleRun(t, rt, map[string]string{
-					"setup.sh":    "#!/bin/sh\necho setup >> \"$LOCAL_TMPDIR/log\"\n",
-					"run.sh":      "#!/bin/sh\ncat \"$LOCAL_TMPDIR/log\" > \"$WORK_DIR/auxout.txt\"\n",
+					"setup.sh": "#!/bin/sh\necho setup >> \"$LOCAL_TMPDIR/log\"\n",
+					"run.sh":   "#!/bin/sh\ncat \"$LOCAL_TMPDIR/log\" > \"$WORK_DIR/auxout.txt\"\n",
 				}, nil, 0, dataflow.Message{Body: "a"}, dataflow.Message{Body: "b"})
 				if got[1].Auxout != "setup\n" {
 					t.Fatalf("second task saw setup log %q; want setup to have run once", got[1].Auxout)
