@@ -183,6 +183,9 @@ func containerEnv(sp containerSpec, in apptainer.Instance) map[string]string {
 
 // startContainer starts the slot's instance and its agent.
 func startContainer(ctx context.Context, sp containerSpec) (*containerExecutor, error) {
+	if _, err := os.Stat(sp.module.BaseImage); err != nil {
+		return nil, fmt.Errorf("module %s: base_image: %w", sp.module.Name, err)
+	}
 	bin, err := apptainer.Find(sp.apptainer)
 	if err != nil {
 		return nil, err
