@@ -49,11 +49,13 @@ ci:
 	bash .ci/run
 
 # The real components the integration tests use (root, apt): Slurm 22.05,
-# munge, slurmrestd, Lmod, and a Debian trixie chroot with Slurm 24.11 and
-# Environment Modules. `make cluster-up` starts the local test clusters
+# munge, slurmrestd, Lmod, a Debian trixie chroot with Slurm 24.11 and
+# Environment Modules, and Apptainer 1.4.3 built from its Go module
+# (scripts/apptainer.sh; cached in $SCALEBOX_CI_CACHE). `make cluster-up` starts the local test clusters
 # "ci" and "trixie" (scripts/cluster.sh says how they are set up).
 deps:
 	bash scripts/cluster.sh deps trixie
+	bash scripts/apptainer.sh install
 
 cluster-up:
 	bash scripts/cluster.sh up ci
