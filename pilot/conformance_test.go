@@ -10,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scalebox-hpc/scalebox/apptainer"
+	"github.com/scalebox-hpc/scalebox/apptainer/apptainertest"
 	"github.com/scalebox-hpc/scalebox/dataflow"
-	"github.com/scalebox-hpc/scalebox/slurm/slurmtest"
 )
 
 // runtimeCase is one runtime the module contract must hold on.
@@ -23,46 +22,34 @@ type runtimeCase struct {
 }
 
 var (
-	imageOnce sync.Once
-	imagePath string
+	agentOnce sync.Once
 	agentPath string
-	imageErr  string
+	agentErr  string
 )
 
-// containerRuntime builds, once, a busybox base image and a static
-// scalebox (CGO_ENABLED=0: the agent needs no SQLite) for the container
-// runtime, or skips when Apptainer is not here.
+// containerRuntime is the Apptainer runtime with a busybox image and a
+// static scalebox (CGO_ENABLED=0: the agent needs no SQLite), built once;
+// it skips when Apptainer is not here.
 func containerRuntime(t *testing.T) runtimeCase {
 	t.Helper()
-	_, err := apptainer.Find("")
-	why := ""
-	if err != nil {
-		why = err.Error()
-	} else if _, err := exec.LookPath("busybox"); err != nil {
-		why = "busybox-static is not installed (scripts/apptainer.sh install)"
-	}
-	slurmtest.Require(t, "apptainer", why == "", why)
-	imageOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "scalebox-pilot-image-")
+	image := apptainertest.BaseImage(t)
+	agentOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "scalebox-agent-")
 		if err != nil {
-			imageErr = err.Error()
+			agentErr = err.Error()
 			return
 		}
-		imagePath, agentPath = filepath.Join(dir, "busybox.sif"), filepath.Join(dir, "scalebox")
-		if out, err := exec.Command("bash", "../scripts/apptainer.sh", "base", imagePath).CombinedOutput(); err != nil {
-			imageErr = "base image: " + err.Error() + "\n" + string(out)
-			return
-		}
+		agentPath = filepath.Join(dir, "scalebox")
 		build := exec.Command("go", "build", "-o", agentPath, "../cmd/scalebox")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
-			imageErr = "static scalebox: " + err.Error() + "\n" + string(out)
+			agentErr = "static scalebox: " + err.Error() + "\n" + string(out)
 		}
 	})
-	if imageErr != "" {
-		t.Fatal(imageErr)
+	if agentErr != "" {
+		t.Fatal(agentErr)
 	}
-	return runtimeCase{name: "apptainer", image: imagePath, agent: agentPath}
+	return runtimeCase{name: "apptainer", image: image, agent: agentPath}
 }
 
 func runtimes(t *testing.T) []runtimeCase {

@@ -10,47 +10,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/scalebox-hpc/scalebox/apptainer"
+	"github.com/scalebox-hpc/scalebox/apptainer/apptainertest"
 	"github.com/scalebox-hpc/scalebox/slurm/slurmtest"
 )
 
-var (
-	baseOnce sync.Once
-	basePath string
-	baseErr  string
-)
-
-// needApptainer skips (or, under CI, fails) without Apptainer, and returns
-// a busybox base image built once from a local rootfs.
-func needApptainer(t *testing.T) string {
-	t.Helper()
-	why := ""
-	if _, err := apptainer.Find(""); err != nil {
-		why = err.Error()
-	} else if _, err := exec.LookPath("busybox"); err != nil {
-		why = "busybox-static is not installed (scripts/apptainer.sh install)"
-	}
-	slurmtest.Require(t, "apptainer", why == "", why)
-	baseOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "scalebox-images-")
-		if err != nil {
-			baseErr = err.Error()
-			return
-		}
-		basePath = filepath.Join(dir, "busybox.sif")
-		if out, err := exec.Command("bash", filepath.Join("..", "..", "scripts", "apptainer.sh"), "base", basePath).CombinedOutput(); err != nil {
-			baseErr = err.Error() + "\n" + string(out)
-		}
-	})
-	if baseErr != "" {
-		t.Fatalf("base image: %s", baseErr)
-	}
-	return basePath
-}
+// needApptainer returns a busybox base image, or skips without Apptainer.
+func needApptainer(t *testing.T) string { return apptainertest.BaseImage(t) }
 
 // calcImage builds examples/primes/calc into a SIF and checks what
 // `module inspect` finds in it.
@@ -213,4 +182,60 @@ modules:
 		AND exit_code = 125 AND note LIKE '%no-such.sif%no such file%'`); n < 6 {
 		t.Errorf("%d exec records of module second say the image is missing, want one per task at least", n)
 	}
+}
+
+// Repeated start failures put the slot in ERROR, with the reason, in
+// `scalebox app status` while the app runs on.
+func TestSlotErrorInAppStatus(t *testing.T) {
+	dir := writeFiles(t, map[string]string{
+		"app.yaml": `name: slot-error
+modules:
+  busy:
+    base_image: host
+    arguments: {code_path: ./busy}
+    parameters: {start_task: "x"}
+  broken:
+    base_image: /no/such/image.sif
+    parameters: {start_task: "FILE:many.txt"}
+`,
+		"busy/run.sh": "#!/bin/sh\nsleep 60\n",
+		"many.txt":    "1\n2\n3\n4\n5\n6\n",
+	})
+	os.Chmod(filepath.Join(dir, "busy", "run.sh"), 0o755)
+	state := stateDir(t)
+	cmd := exec.Command(daemons, "--log-level", "warn", "--state-dir", state, "run", "--pilots", "1", dir)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var st struct {
+		Slots []struct {
+			Module, State, Reason string
+			Failures              int
+		} `json:"slots"`
+		Why []string `json:"why"`
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		r := sb(t, 30*time.Second, "--state-dir", state, "app", "status", "--json", "1")
+		if r.code == 0 && json.Unmarshal([]byte(r.stdout), &st) == nil && len(st.Slots) > 0 && st.Slots[0].State == "ERROR" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no slot in ERROR after a minute: %s", r.stdout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	s := st.Slots[0]
+	if s.Module != "broken" || s.Failures < 3 || !strings.Contains(s.Reason, "/no/such/image.sif") {
+		t.Errorf("slot state %+v", s)
+	}
+	text := sb(t, 30*time.Second, "--state-dir", state, "app", "status", "1")
+	if !strings.Contains(text.stdout+text.stderr, "is ERROR after") {
+		t.Errorf("app status does not explain the slot:\n%s%s", text.stdout, text.stderr)
+	}
+	if r := sb(t, 30*time.Second, "--state-dir", state, "app", "cancel", "1"); r.code != 0 {
+		t.Fatalf("cancel: %s", r.stderr)
+	}
+	cmd.Wait()
 }
