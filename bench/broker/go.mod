@@ -1,6 +1,6 @@
 module github.com/scalebox-hpc/scalebox/bench/broker
 
-go 1.26.0
+go 1.26.5
 
 require (
 	github.com/mattn/go-sqlite3 v1.14.53
