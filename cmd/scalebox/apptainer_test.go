@@ -239,3 +239,39 @@ modules:
 	}
 	cmd.Wait()
 }
+
+// The agent dying mid-task: that task ends with 125 and a note naming the
+// death; the slot starts a new container and runs the rest.
+func TestAgentDeathRestartsSlot(t *testing.T) {
+	base := needApptainer(t)
+	static := releaseBinary(t)
+	dir := writeFiles(t, map[string]string{
+		"app.yaml": `name: agent-death
+modules:
+  m:
+    base_image: ` + base + `
+    arguments: {code_path: ./m}
+    parameters: {start_task: "FILE:start.txt"}
+`,
+		// The agent is run.sh's parent: "die" kills it.
+		"m/run.sh":  "#!/bin/sh\nif [ \"$1\" = die ]; then kill -9 $PPID; sleep 5; fi\nexit 0\n",
+		"start.txt": "die\na\nb\nc\n",
+	})
+	os.Chmod(filepath.Join(dir, "m", "run.sh"), 0o755)
+	state := stateDir(t)
+	cmd := exec.Command(daemons, "--log-level", "warn", "--state-dir", state, "run", "--json", "--pilots", "1", dir)
+	cmd.Env = append(os.Environ(), "SCALEBOX_AGENT_BINARY="+static)
+	out, _ := cmd.Output()
+	s := decodeSummary(t, result{stdout: string(out)})
+	if s.Status != "FAILED" {
+		t.Fatalf("status %s, want FAILED (the task whose agent died has no retries)", s.Status)
+	}
+	db := openDB(t, state)
+	if n := queryInt(t, db, "SELECT count(*) FROM tasks WHERE state = 'succeeded'"); n != 3 {
+		t.Errorf("%d of the 3 other tasks succeeded after the restart", n)
+	}
+	if n := queryInt(t, db, `SELECT count(*) FROM task_execs e JOIN tasks t ON t.id = e.task_id
+		WHERE t.body = 'die' AND e.exit_code = 125 AND e.note LIKE '%agent%died%'`); n != 1 {
+		t.Errorf("the task whose agent died has %d exec records with 125 and a note saying so, want 1", n)
+	}
+}
