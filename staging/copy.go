@@ -1,0 +1,244 @@
+package staging
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"path"
+	"time"
+)
+
+// ChunkSize is the unit of resume: an interrupted copy restarts after the
+// last chunk it wrote, synced and recorded.
+const ChunkSize = 8 << 20
+
+// Result is what a Copy did.
+type Result struct {
+	Size    int64  // of the file
+	Bytes   int64  // read from the source by this call
+	Resumed int64  // kept from an earlier, interrupted copy (re-verified)
+	SHA256  string // of the whole file, hex
+}
+
+// partState is kept next to the part file: the source it is a copy of and
+// the SHA-256 of each chunk already written and synced.
+type partState struct {
+	Size  int64     `json:"size"`
+	MTime time.Time `json:"mtime"`
+	Chunk int64     `json:"chunk"`
+	Sums  []string  `json:"sums"`
+}
+
+// PartName is where a copy to name is written until it is verified: a
+// hidden name in the same directory, so the rename is atomic and no
+// partial file is ever visible under name.
+func PartName(name string) string {
+	dir, base := path.Split(name)
+	return dir + "." + base + ".part"
+}
+
+func stateName(name string) string { return PartName(name) + ".json" }
+
+// Progress is told the bytes done (including a resumed prefix) and the total.
+type Progress func(done, total int64)
+
+// Copy copies src's file from to dst's file to. The bytes go to a part
+// file, chunk by chunk (each synced and its SHA-256 recorded); then the
+// whole part is read back and its SHA-256 compared with the bytes that
+// came from the source, and only then renamed to to. A copy interrupted
+// at any point resumes from its recorded chunks, each re-read and checked
+// first, as long as the source still has the same size and mtime.
+//
+// SHA-256 rather than BLAKE3: it is in the standard library, runs at
+// ~1.5 GB/s with the SHA extensions of current x86 and ARM server CPUs,
+// faster than the disks and networks it checks, and `sha256sum` on any
+// remote site computes the same value.
+func Copy(ctx context.Context, src Store, from string, dst Store, to string, progress Progress) (Result, error) {
+	info, err := src.Stat(ctx, from)
+	if err != nil {
+		return Result{}, fmt.Errorf("copy: %w", err)
+	}
+	if info.IsDir {
+		return Result{}, fmt.Errorf("copy %s: is a directory", from)
+	}
+	res := Result{Size: info.Size}
+	part, stateFile := PartName(to), stateName(to)
+	whole := sha256.New()
+	st := partState{Size: info.Size, MTime: info.ModTime, Chunk: ChunkSize}
+	if prev, ok := loadState(ctx, dst, stateFile); ok && prev.Size == info.Size && prev.MTime.Equal(info.ModTime) && prev.Chunk == ChunkSize {
+		kept, err := verifyChunks(ctx, dst, part, prev.Sums, whole)
+		if err != nil {
+			return res, err
+		}
+		st.Sums = prev.Sums[:kept]
+		res.Resumed = int64(kept) * ChunkSize
+		if err := dst.Truncate(ctx, part, res.Resumed); err != nil {
+			return res, err
+		}
+	} else {
+		if err := dst.Remove(ctx, part); err != nil {
+			return res, err
+		}
+		if err := dst.Remove(ctx, stateFile); err != nil {
+			return res, err
+		}
+	}
+	if err := copyChunks(ctx, src, from, dst, part, stateFile, &st, &res, whole, progress); err != nil {
+		return res, err
+	}
+	res.SHA256 = hex.EncodeToString(whole.Sum(nil))
+	// Read back what is on the target's disk before it gets its name.
+	onDisk, err := fileSHA256(ctx, dst, part)
+	if err != nil {
+		return res, err
+	}
+	if onDisk != res.SHA256 {
+		dst.Remove(ctx, part)
+		dst.Remove(ctx, stateFile)
+		return res, fmt.Errorf("copy %s: verification failed: the source gave SHA-256 %s, the target file has %s; the part file was removed", to, res.SHA256, onDisk)
+	}
+	if err := dst.Rename(ctx, part, to); err != nil {
+		return res, err
+	}
+	return res, dst.Remove(ctx, stateFile)
+}
+
+func copyChunks(ctx context.Context, src Store, from string, dst Store, part, stateFile string, st *partState, res *Result, whole hash.Hash, progress Progress) error {
+	r, err := src.Open(ctx, from, res.Resumed)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	w, err := dst.Append(ctx, part)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	buf := make([]byte, ChunkSize)
+	done := res.Resumed
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return fmt.Errorf("copy %s: write: %w", part, err)
+			}
+			whole.Write(buf[:n])
+			done += int64(n)
+			res.Bytes += int64(n)
+			if n == ChunkSize {
+				if err := w.Sync(); err != nil {
+					return err
+				}
+				sum := sha256.Sum256(buf[:n])
+				st.Sums = append(st.Sums, hex.EncodeToString(sum[:]))
+				if err := saveState(ctx, dst, stateFile, st); err != nil {
+					return err
+				}
+			}
+			if progress != nil {
+				progress(done, st.Size)
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			return fmt.Errorf("copy: read source: %w", rerr)
+		}
+	}
+	if done != st.Size {
+		return fmt.Errorf("copy: the source changed while it was copied: %d bytes read, %d expected", done, st.Size)
+	}
+	return w.Sync()
+}
+
+// verifyChunks re-reads the recorded chunks of a part file and returns how
+// many, from the start, still match; their bytes go into whole.
+func verifyChunks(ctx context.Context, s Store, part string, sums []string, whole hash.Hash) (int, error) {
+	r, err := s.Open(ctx, part, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	buf := make([]byte, ChunkSize)
+	for i, want := range sums {
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return i, nil
+		}
+		sum := sha256.Sum256(buf)
+		if hex.EncodeToString(sum[:]) != want {
+			return i, nil
+		}
+		whole.Write(buf)
+	}
+	return len(sums), nil
+}
+
+func loadState(ctx context.Context, s Store, name string) (partState, bool) {
+	r, err := s.Open(ctx, name, 0)
+	if err != nil {
+		return partState{}, false
+	}
+	defer r.Close()
+	var st partState
+	if err := json.NewDecoder(io.LimitReader(r, 16<<20)).Decode(&st); err != nil {
+		return partState{}, false
+	}
+	return st, true
+}
+
+// saveState replaces the state file: written to a temporary name, synced,
+// then renamed.
+func saveState(ctx context.Context, s Store, name string, st *partState) error {
+	data, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := name + ".tmp"
+	if err := s.Remove(ctx, tmp); err != nil {
+		return err
+	}
+	w, err := s.Append(ctx, tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, bytes.NewReader(data)); err != nil {
+		w.Close()
+		return err
+	}
+	if err := w.Sync(); err != nil {
+		w.Close()
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return s.Rename(ctx, tmp, name)
+}
+
+// fileSHA256 reads a file of a store and returns its SHA-256.
+func fileSHA256(ctx context.Context, s Store, name string) (string, error) {
+	r, err := s.Open(ctx, name, 0)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", fmt.Errorf("read back %s: %w", name, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}

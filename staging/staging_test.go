@@ -1,0 +1,191 @@
+package staging_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/scalebox-hpc/scalebox/staging"
+	"github.com/scalebox-hpc/scalebox/staging/stagingtest"
+)
+
+func TestParseURL(t *testing.T) {
+	tests := []struct {
+		in   string
+		want staging.URL
+		err  string
+	}{
+		{in: "file:///shared/run1/a.fits", want: staging.URL{Scheme: "file", Path: "/shared/run1/a.fits"}},
+		{in: "file:///shared//x/./y", want: staging.URL{Scheme: "file", Path: "/shared/x/y"}},
+		{in: "local:cache/a.fits", want: staging.URL{Scheme: "local", Path: "cache/a.fits"}},
+		{in: "mem:/x", want: staging.URL{Scheme: "mem", Path: "x"}},
+		{in: "sftp://obs@archive.example.org:2222/data/a.fits", want: staging.URL{Scheme: "sftp", User: "obs", Host: "archive.example.org", Port: 2222, Path: "/data/a.fits"}},
+		{in: "sftp://obs@10.0.0.1/d", want: staging.URL{Scheme: "sftp", User: "obs", Host: "10.0.0.1", Port: 22, Path: "/d"}},
+		{in: "file:///shared/../etc/passwd", err: `".." is not allowed`},
+		{in: "local:a/../../b", err: `".." is not allowed`},
+		{in: "sftp://u@h/a/../../b", err: `".." is not allowed`},
+		{in: "file://relative/path", err: "name no host"},
+		{in: "file:relative", err: "file:///absolute"},
+		{in: "sftp://h/path", err: "user@host"},
+		{in: "sftp://u:secret@h/p", err: "passwords"},
+		{in: "sftp://u@h:99999/p", err: "port"},
+		{in: "http://x/y", err: "unknown scheme"},
+		{in: "nocolon", err: "want file://"},
+	}
+	for _, tt := range tests {
+		got, err := staging.ParseURL(tt.in)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("ParseURL(%q) = %+v, %v; want an error containing %q", tt.in, got, err, tt.err)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("ParseURL(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestURLRel(t *testing.T) {
+	u, _ := staging.ParseURL("file:///shared/run/a")
+	if rel, err := u.Rel("/shared"); err != nil || rel != "run/a" {
+		t.Errorf("Rel(/shared) = %q, %v", rel, err)
+	}
+	if _, err := u.Rel("/sharedx"); err == nil {
+		t.Error("a path outside the root was given a relative name")
+	}
+	if _, err := u.Rel("/shared/run/a/b"); err == nil {
+		t.Error("a parent of the root was accepted")
+	}
+}
+
+func openDir(t *testing.T) (staging.Store, string) {
+	dir := t.TempDir()
+	s, err := staging.OpenDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}
+
+func TestDirStoreConformance(t *testing.T) { stagingtest.Conformance(t, openDir) }
+
+// failingStore ends reads of the source after limit bytes, as a dropped
+// connection or a killed process would.
+type failingStore struct {
+	staging.Store
+	limit int64
+}
+
+type cutReader struct {
+	io.ReadCloser
+	left int64
+}
+
+var errCut = errors.New("connection dropped")
+
+func (r *cutReader) Read(p []byte) (int, error) {
+	if r.left <= 0 {
+		return 0, errCut
+	}
+	if int64(len(p)) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.ReadCloser.Read(p)
+	r.left -= int64(n)
+	return n, err
+}
+
+func (s failingStore) Open(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
+	r, err := s.Store.Open(ctx, name, off)
+	if err != nil {
+		return nil, err
+	}
+	return &cutReader{ReadCloser: r, left: s.limit}, nil
+}
+
+// A copy cut half-way resumes from its verified chunks, reads only the
+// rest from the source, and the result verifies; nothing appears under
+// the final name until then.
+func TestCopyResumes(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openDir(t)
+	dst, dstDir := openDir(t)
+	data := stagingtest.Pattern(5*staging.ChunkSize + 777)
+	stagingtest.Put(t, src, "big.bin", data)
+	cut := int64(2*staging.ChunkSize + staging.ChunkSize/2)
+	_, err := staging.Copy(ctx, failingStore{src, cut}, "big.bin", dst, "big.bin", nil)
+	if !errors.Is(err, errCut) {
+		t.Fatalf("cut copy: %v, want the read error", err)
+	}
+	if _, err := os.Stat(filepath.Join(dstDir, "big.bin")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a partial file is visible under the final name: %v", err)
+	}
+	res, err := staging.Copy(ctx, src, "big.bin", dst, "big.bin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed != 2*staging.ChunkSize || res.Bytes != int64(len(data))-res.Resumed {
+		t.Errorf("resumed %d and read %d bytes; want 2 chunks kept and only the rest read", res.Resumed, res.Bytes)
+	}
+	sum := sha256.Sum256(data)
+	if res.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("SHA-256 %s, want %x", res.SHA256, sum)
+	}
+	got, _ := os.ReadFile(filepath.Join(dstDir, "big.bin"))
+	if string(got) != string(data) {
+		t.Fatal("resumed copy differs from the source")
+	}
+}
+
+// A recorded chunk that no longer matches is not trusted: the copy
+// restarts from the last good chunk.
+func TestCopyRechecksResumedChunks(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openDir(t)
+	dst, dstDir := openDir(t)
+	data := stagingtest.Pattern(3*staging.ChunkSize + 5)
+	stagingtest.Put(t, src, "f", data)
+	staging.Copy(ctx, failingStore{src, 2*staging.ChunkSize + 10}, "f", dst, "f", nil)
+	part := filepath.Join(dstDir, staging.PartName("f"))
+	f, err := os.OpenFile(part, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("corrupt"), staging.ChunkSize+100) // inside chunk 2 of 2 recorded
+	f.Close()
+	res, err := staging.Copy(ctx, src, "f", dst, "f", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed != staging.ChunkSize {
+		t.Errorf("resumed %d bytes, want only the first (intact) chunk", res.Resumed)
+	}
+	got, _ := os.ReadFile(filepath.Join(dstDir, "f"))
+	if string(got) != string(data) {
+		t.Fatal("copy differs from the source")
+	}
+}
+
+// A source that changed since the part was written starts over.
+func TestCopyRestartsWhenSourceChanged(t *testing.T) {
+	ctx := context.Background()
+	src, srcDir := openDir(t)
+	dst, _ := openDir(t)
+	stagingtest.Put(t, src, "f", stagingtest.Pattern(2*staging.ChunkSize+1))
+	staging.Copy(ctx, failingStore{src, staging.ChunkSize + 1}, "f", dst, "f", nil)
+	data := append(stagingtest.Pattern(2*staging.ChunkSize+1), 'x')
+	os.WriteFile(filepath.Join(srcDir, "f"), data, 0o644)
+	res, err := staging.Copy(ctx, src, "f", dst, "f", nil)
+	if err != nil || res.Resumed != 0 || res.Bytes != int64(len(data)) {
+		t.Fatalf("copy after the source changed: %+v, %v; want a full copy", res, err)
+	}
+}
