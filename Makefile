@@ -51,17 +51,22 @@ ci:
 # The real components the integration tests use (root, apt): Slurm 22.05,
 # munge, slurmrestd, Lmod, a Debian trixie chroot with Slurm 24.11 and
 # Environment Modules, and Apptainer 1.4.3 built from its Go module
-# (scripts/apptainer.sh; cached in $SCALEBOX_CI_CACHE). `make cluster-up` starts the local test clusters
-# "ci" and "trixie" (scripts/cluster.sh says how they are set up).
+# (scripts/apptainer.sh; cached in $SCALEBOX_CI_CACHE), and openssh-server.
+# `make cluster-up` starts the local test clusters "ci" and "trixie"
+# (scripts/cluster.sh says how they are set up) and an sshd on
+# 127.0.0.1:2222 acting as a remote site for sftp (scripts/sshd.sh).
 deps:
 	bash scripts/cluster.sh deps trixie
 	bash scripts/apptainer.sh install
+	bash scripts/sshd.sh deps
 
 cluster-up:
 	bash scripts/cluster.sh up ci
 	bash scripts/cluster.sh up trixie
+	bash scripts/sshd.sh up
 
 cluster-down:
+	-bash scripts/sshd.sh down
 	-bash scripts/cluster.sh down trixie
 	bash scripts/cluster.sh down ci
 

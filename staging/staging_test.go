@@ -189,3 +189,63 @@ func TestCopyRestartsWhenSourceChanged(t *testing.T) {
 		t.Fatalf("copy after the source changed: %+v, %v; want a full copy", res, err)
 	}
 }
+
+func TestSFTPStoreConformance(t *testing.T) {
+	stagingtest.Conformance(t, stagingtest.SFTPDir)
+}
+
+// Kill a large sftp download half-way and run it again: it resumes and
+// fetches only the rest, and the result verifies.
+func TestSFTPDownloadResumes(t *testing.T) {
+	ctx := context.Background()
+	remote, _ := stagingtest.SFTPDir(t)
+	local, dir := openDir(t)
+	data := stagingtest.Pattern(6*staging.ChunkSize + 4321)
+	stagingtest.Put(t, remote, "big.bin", data)
+	cut := int64(3*staging.ChunkSize + 1000)
+	if _, err := staging.Copy(ctx, failingStore{remote, cut}, "big.bin", local, "big.bin", nil); !errors.Is(err, errCut) {
+		t.Fatalf("cut download: %v", err)
+	}
+	res, err := staging.Copy(ctx, remote, "big.bin", local, "big.bin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed != 3*staging.ChunkSize || res.Bytes != int64(len(data))-3*staging.ChunkSize {
+		t.Errorf("resumed %d, fetched %d bytes; want 3 chunks kept and only the rest fetched", res.Resumed, res.Bytes)
+	}
+	got, _ := os.ReadFile(filepath.Join(dir, "big.bin"))
+	if stagingtest.SHA256(got) != stagingtest.SHA256(data) || res.SHA256 != stagingtest.SHA256(data) {
+		t.Fatal("the resumed download does not verify")
+	}
+}
+
+// The same for an upload to the remote site.
+func TestSFTPUploadResumes(t *testing.T) {
+	ctx := context.Background()
+	remote, _ := stagingtest.SFTPDir(t)
+	local, _ := openDir(t)
+	data := stagingtest.Pattern(4*staging.ChunkSize + 99)
+	stagingtest.Put(t, local, "up.bin", data)
+	if _, err := staging.Copy(ctx, failingStore{local, 2*staging.ChunkSize + 5}, "up.bin", remote, "out/up.bin", nil); !errors.Is(err, errCut) {
+		t.Fatalf("cut upload: %v", err)
+	}
+	if _, err := remote.Stat(ctx, "out/up.bin"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a partial upload is visible under the final name: %v", err)
+	}
+	res, err := staging.Copy(ctx, local, "up.bin", remote, "out/up.bin", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Resumed != 2*staging.ChunkSize || res.Bytes != int64(len(data))-2*staging.ChunkSize {
+		t.Errorf("resumed %d, sent %d bytes; want 2 chunks kept and only the rest sent", res.Resumed, res.Bytes)
+	}
+	r, err := remote.Open(ctx, "out/up.bin", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(r)
+	r.Close()
+	if stagingtest.SHA256(got) != stagingtest.SHA256(data) {
+		t.Fatal("the resumed upload does not verify")
+	}
+}

@@ -1,0 +1,305 @@
+package staging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// SFTPAuth is how to reach a remote site. Exactly one host key check is
+// required: a known_hosts file or a pinned key; there is no "accept any".
+type SFTPAuth struct {
+	// KeyFile is a private key (unencrypted; use an agent for others).
+	KeyFile string
+	// KnownHosts is a known_hosts file (default ~/.ssh/known_hosts).
+	KnownHosts string
+	// HostKey pins the server's public key, authorized_keys format.
+	HostKey string
+	// Timeout bounds connecting and authenticating (default 30 s).
+	Timeout time.Duration
+}
+
+// SFTPStore is a tier on a remote site, reached over SSH with
+// github.com/pkg/sftp. Names are relative to Root on the server.
+type SFTPStore struct {
+	root   string
+	conn   *ssh.Client
+	client *sftp.Client
+	where  string
+}
+
+// DialSFTP connects to u (its path is the store's root).
+func DialSFTP(ctx context.Context, u URL, auth SFTPAuth) (*SFTPStore, error) {
+	if u.Scheme != SchemeSFTP {
+		return nil, fmt.Errorf("dial sftp: %s is not an sftp URL", u)
+	}
+	hostKey, err := hostKeyCallback(auth)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", u, err)
+	}
+	var methods []ssh.AuthMethod
+	if auth.KeyFile != "" {
+		pem, err := os.ReadFile(auth.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: key: %w", u, err)
+		}
+		signer, err := ssh.ParsePrivateKey(pem)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: key %s: %w", u, auth.KeyFile, err)
+		}
+		methods = append(methods, ssh.PublicKeys(signer))
+	}
+	if sock := os.Getenv("SSH_AUTH_SOCK"); sock != "" {
+		methods = append(methods, agentAuth(sock))
+	}
+	if len(methods) == 0 {
+		return nil, fmt.Errorf("dial %s: no key file and no ssh agent ($SSH_AUTH_SOCK)", u)
+	}
+	timeout := auth.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	addr := net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+	d := net.Dialer{Timeout: timeout}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", u, err)
+	}
+	nc.SetDeadline(time.Now().Add(timeout))
+	cc, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{User: u.User, Auth: methods, HostKeyCallback: hostKey, Timeout: timeout})
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("dial %s: %w", u, err)
+	}
+	nc.SetDeadline(time.Time{})
+	conn := ssh.NewClient(cc, chans, reqs)
+	// Many requests in flight per file: a WAN copy is bound by latency,
+	// not by one request at a time.
+	client, err := sftp.NewClient(conn, sftp.UseConcurrentReads(true), sftp.UseConcurrentWrites(true), sftp.MaxConcurrentRequestsPerFile(64))
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("dial %s: sftp subsystem: %w", u, err)
+	}
+	root := u.Path
+	if real, err := client.RealPath(root); err == nil {
+		root = real
+	}
+	return &SFTPStore{root: root, conn: conn, client: client, where: fmt.Sprintf("sftp://%s@%s", u.User, addr)}, nil
+}
+
+func hostKeyCallback(a SFTPAuth) (ssh.HostKeyCallback, error) {
+	if a.HostKey != "" {
+		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(a.HostKey))
+		if err != nil {
+			return nil, fmt.Errorf("pinned host key: %w", err)
+		}
+		return ssh.FixedHostKey(pk), nil
+	}
+	file := a.KnownHosts
+	if file == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, errors.New("no pinned host key and no home for ~/.ssh/known_hosts")
+		}
+		file = path.Join(home, ".ssh", "known_hosts")
+	}
+	cb, err := knownhosts.New(file)
+	if err != nil {
+		return nil, fmt.Errorf("known hosts: %w", err)
+	}
+	return cb, nil
+}
+
+// full is a name under the root. Names come from URL.Rel (no ".."), and
+// Clean keeps a stray one from climbing anyway.
+func (s *SFTPStore) full(name string) (string, error) {
+	p := path.Join(s.root, path.Clean("/"+name))
+	if p != s.root && !strings.HasPrefix(p, strings.TrimSuffix(s.root, "/")+"/") {
+		return "", fmt.Errorf("%s: %q is outside the root %s", s.where, name, s.root)
+	}
+	return p, nil
+}
+
+// confined resolves symlinks in p's existing part on the server and
+// refuses a path that ends up outside the root.
+func (s *SFTPStore) confined(name string) (string, error) {
+	p, err := s.full(name)
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(name, "/") || strings.Contains("/"+name+"/", "/../") {
+		return "", fmt.Errorf("%s: %q: names are relative and have no \"..\"", s.where, name)
+	}
+	// The deepest existing ancestor decides where p really is; one whose
+	// real path cannot be found is refused (fail closed).
+	probe := p
+	for probe != s.root && probe != "/" {
+		if _, err := s.client.Lstat(probe); err == nil {
+			break
+		}
+		probe = path.Dir(probe)
+	}
+	real, err := s.client.RealPath(probe)
+	if err != nil {
+		return "", fmt.Errorf("%s: %q: cannot resolve %s to check it stays in the root: %w", s.where, name, probe, err)
+	}
+	if real != s.root && !strings.HasPrefix(real, strings.TrimSuffix(s.root, "/")+"/") {
+		return "", fmt.Errorf("%s: %q leads outside the root %s (to %s)", s.where, name, s.root, real)
+	}
+	return p, nil
+}
+
+func (s *SFTPStore) wrap(op, name string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var se *sftp.StatusError
+	if errors.As(err, &se) && se.FxCode() == sftp.ErrSSHFxNoSuchFile {
+		err = fmt.Errorf("%w: %v", os.ErrNotExist, err)
+	}
+	return fmt.Errorf("%s %s on %s: %w", op, name, s.where, err)
+}
+
+func (s *SFTPStore) Stat(_ context.Context, name string) (Info, error) {
+	p, err := s.confined(name)
+	if err != nil {
+		return Info{}, err
+	}
+	fi, err := s.client.Stat(p)
+	if err != nil {
+		return Info{}, s.wrap("stat", name, err)
+	}
+	return infoOf(fi), nil
+}
+
+func (s *SFTPStore) Open(_ context.Context, name string, offset int64) (io.ReadCloser, error) {
+	p, err := s.confined(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := s.client.Open(p)
+	if err != nil {
+		return nil, s.wrap("open", name, err)
+	}
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, s.wrap("seek", name, err)
+		}
+	}
+	return f, nil
+}
+
+type sftpWriter struct{ *sftp.File }
+
+// Sync asks the server to fsync (the fsync@openssh.com extension); a
+// server without it leaves durability to its own close.
+func (w sftpWriter) Sync() error {
+	if err := w.File.Sync(); err != nil && !errors.Is(err, sftp.ErrSSHFxOpUnsupported) {
+		return err
+	}
+	return nil
+}
+
+func (s *SFTPStore) Append(_ context.Context, name string) (Writer, error) {
+	p, err := s.confined(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.client.MkdirAll(path.Dir(p)); err != nil {
+		return nil, s.wrap("mkdir", path.Dir(name), err)
+	}
+	f, err := s.client.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND)
+	if err != nil {
+		return nil, s.wrap("open", name, err)
+	}
+	return sftpWriter{f}, nil
+}
+
+func (s *SFTPStore) Truncate(_ context.Context, name string, size int64) error {
+	p, err := s.confined(name)
+	if err != nil {
+		return err
+	}
+	return s.wrap("truncate", name, s.client.Truncate(p, size))
+}
+
+func (s *SFTPStore) Rename(_ context.Context, from, to string) error {
+	pf, err := s.confined(from)
+	if err != nil {
+		return err
+	}
+	pt, err := s.confined(to)
+	if err != nil {
+		return err
+	}
+	// posix-rename@openssh.com replaces the target atomically; plain SFTP
+	// rename fails when it exists.
+	if err := s.client.PosixRename(pf, pt); err != nil {
+		return s.wrap("rename", from, err)
+	}
+	return nil
+}
+
+func (s *SFTPStore) Remove(_ context.Context, name string) error {
+	p, err := s.confined(name)
+	if err != nil {
+		return err
+	}
+	if err := s.client.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if werr := s.wrap("remove", name, err); !errors.Is(werr, os.ErrNotExist) {
+			return werr
+		}
+	}
+	return nil
+}
+
+func (s *SFTPStore) List(_ context.Context, dir string) ([]Info, error) {
+	p, err := s.confined(dir)
+	if err != nil {
+		return nil, err
+	}
+	fis, err := s.client.ReadDir(p)
+	if err != nil {
+		return nil, s.wrap("list", dir, err)
+	}
+	out := make([]Info, 0, len(fis))
+	for _, fi := range fis {
+		out = append(out, infoOf(fi))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// RemoveAll deletes the whole remote root; tests use it to clean up.
+func (s *SFTPStore) RemoveAll(string) error { return s.client.RemoveAll(s.root) }
+
+func (s *SFTPStore) Close() error {
+	err := s.client.Close()
+	return errors.Join(err, s.conn.Close())
+}
+
+// agentAuth offers the keys of the ssh agent at sock.
+func agentAuth(sock string) ssh.AuthMethod {
+	return ssh.PublicKeysCallback(func() ([]ssh.Signer, error) {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			return nil, fmt.Errorf("ssh agent %s: %w", sock, err)
+		}
+		// The connection lives as long as the signers may be used.
+		return agent.NewClient(c).Signers()
+	})
+}
