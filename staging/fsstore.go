@@ -55,13 +55,8 @@ func (s *DirStore) Open(_ context.Context, name string, offset int64) (io.ReadCl
 	if err != nil {
 		return nil, s.wrap("open", name, err)
 	}
-	if offset > 0 {
-		if _, err := f.Seek(offset, io.SeekStart); err != nil {
-			f.Close()
-			return nil, s.wrap("seek", name, err)
-		}
-	}
-	return f, nil
+	r, err := seekTo(f, offset)
+	return r, s.wrap("seek", name, err)
 }
 
 func (s *DirStore) Append(_ context.Context, name string) (Writer, error) {

@@ -48,3 +48,14 @@ type Info struct {
 func infoOf(fi fs.FileInfo) Info {
 	return Info{Name: fi.Name(), Size: fi.Size(), ModTime: fi.ModTime(), IsDir: fi.IsDir()}
 }
+
+// seekTo positions a just-opened file at offset, closing it on failure.
+func seekTo(f io.ReadSeekCloser, offset int64) (io.ReadCloser, error) {
+	if offset > 0 {
+		if _, err := f.Seek(offset, io.SeekStart); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	return f, nil
+}
