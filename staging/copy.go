@@ -21,10 +21,10 @@ const ChunkSize = 8 << 20
 
 // Result is what a Copy did.
 type Result struct {
-	Size    int64  // of the file
-	Bytes   int64  // read from the source by this call
-	Resumed int64  // kept from an earlier, interrupted copy (re-verified)
-	SHA256  string // of the whole file, hex
+	Size    int64  `json:"size"`    // of the file
+	Bytes   int64  `json:"bytes"`   // read from the source by this call
+	Resumed int64  `json:"resumed"` // kept from an earlier, interrupted copy (re-verified)
+	SHA256  string `json:"sha256"`  // of the whole file, hex
 }
 
 // partState is kept next to the part file: the source it is a copy of and

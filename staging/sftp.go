@@ -93,7 +93,7 @@ func DialSFTP(ctx context.Context, u URL, auth SFTPAuth) (*SFTPStore, error) {
 		conn.Close()
 		return nil, fmt.Errorf("dial %s: sftp subsystem: %w", u, err)
 	}
-	root := u.Path
+	root := path.Clean(u.Path)
 	if real, err := client.RealPath(root); err == nil {
 		root = real
 	}
@@ -151,6 +151,13 @@ func (s *SFTPStore) confined(name string) (string, error) {
 			break
 		}
 		probe = path.Dir(probe)
+	}
+	if probe == s.root {
+		if _, err := s.client.Lstat(probe); err != nil {
+			// The root itself does not exist yet (a new target directory):
+			// nothing under it can be a link out.
+			return p, nil
+		}
 	}
 	real, err := s.client.RealPath(probe)
 	if err != nil {

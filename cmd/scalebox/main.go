@@ -107,6 +107,7 @@ func newApp() *cli.App {
 			pilotCommand(),
 			agentCommand(),
 			moduleCommand(),
+			stageCommand(),
 			appCommand(),
 			taskCommand(),
 			semaphoreCommand(),

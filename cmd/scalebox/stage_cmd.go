@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
+
+	"github.com/scalebox-hpc/scalebox/staging"
+)
+
+// Tier roots on this node, when the environment does not name them.
+func localRoot() string {
+	if d := os.Getenv("SCALEBOX_LOCAL_ROOT"); d != "" {
+		return d
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("scalebox-local-%d", os.Getuid()))
+}
+
+func memRoot() string {
+	if d := os.Getenv("SCALEBOX_MEM_ROOT"); d != "" {
+		return d
+	}
+	return fmt.Sprintf("/dev/shm/scalebox-%d", os.Getuid())
+}
+
+func stageCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "stage",
+		Usage: "move data between tiers (file://, local:, mem:, sftp://)",
+		Subcommands: []*cli.Command{{
+			Name:      "cp",
+			Usage:     "copy one file, verified (SHA-256) and resumable; the target appears only when complete",
+			ArgsUsage: "SRC DST",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "key", EnvVars: []string{"SCALEBOX_SFTP_KEY"}, Usage: "private key for sftp (else the ssh agent)"},
+				&cli.StringFlag{Name: "host-key", EnvVars: []string{"SCALEBOX_SFTP_HOST_KEY"}, Usage: "pinned sftp host key (authorized_keys format)"},
+				&cli.StringFlag{Name: "known-hosts", Usage: "known_hosts file for sftp (default ~/.ssh/known_hosts)"},
+				jsonFlag,
+			},
+			Action: stageCopy,
+		}},
+	}
+}
+
+// openURL opens the store holding u's file (its directory) and the file's
+// name in it.
+func openURL(ctx context.Context, raw string, auth staging.SFTPAuth) (staging.Store, string, error) {
+	u, err := staging.ParseURL(raw)
+	if err != nil {
+		return nil, "", err
+	}
+	dir, name := path.Split(u.Path)
+	if name == "" {
+		return nil, "", fmt.Errorf("%s: names a directory, want a file", raw)
+	}
+	var s staging.Store
+	switch u.Scheme {
+	case staging.SchemeFile:
+		s, err = staging.OpenDir(dir)
+	case staging.SchemeLocal:
+		s, err = staging.OpenDir(filepath.Join(localRoot(), dir))
+	case staging.SchemeMem:
+		s, err = staging.OpenDir(filepath.Join(memRoot(), dir))
+	case staging.SchemeSFTP:
+		u.Path = dir
+		s, err = staging.DialSFTP(ctx, u, auth)
+	}
+	return s, name, err
+}
+
+func stageCopy(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return usageErr("stage cp: want SRC and DST URLs")
+	}
+	auth := staging.SFTPAuth{KeyFile: c.String("key"), HostKey: c.String("host-key"), KnownHosts: c.String("known-hosts")}
+	src, from, err := openURL(c.Context, c.Args().Get(0), auth)
+	if err != nil {
+		return withCode(exitUsage, err)
+	}
+	defer src.Close()
+	dst, to, err := openURL(c.Context, c.Args().Get(1), auth)
+	if err != nil {
+		return withCode(exitUsage, err)
+	}
+	defer dst.Close()
+	var progress staging.Progress
+	if f, ok := c.App.ErrWriter.(*os.File); ok && term.IsTerminal(int(f.Fd())) && !c.Bool("json") {
+		var bar *progressbar.ProgressBar
+		progress = func(done, total int64) {
+			if bar == nil {
+				bar = progressbar.DefaultBytes(total, "copy "+to)
+			}
+			bar.Set64(done)
+		}
+	}
+	res, err := staging.Copy(c.Context, src, from, dst, to, progress)
+	if err != nil {
+		return fmt.Errorf("stage cp: %w", err)
+	}
+	if c.Bool("json") {
+		return printJSON(c, res)
+	}
+	fmt.Fprintf(c.App.Writer, "%s  %d bytes (%d resumed)  sha256 %s\n", c.Args().Get(1), res.Size, res.Resumed, res.SHA256)
+	return nil
+}
