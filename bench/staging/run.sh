@@ -18,7 +18,9 @@ remote_dir=${SCALEBOX_SFTP_URL#sftp://*@*/}
 remote_dir=/${remote_dir#/}
 hostport=${SCALEBOX_SFTP_URL#sftp://}; hostport=${hostport%%/*}
 user=${hostport%@*}; host=${hostport#*@}; port=${host#*:}; host=${host%:*}
-ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" -i "$SCALEBOX_SFTP_KEY" -P "$port")
+# ssh refuses a key others can read; the test key is 0644 for test users.
+install -m 600 "$SCALEBOX_SFTP_KEY" "$work/key"
+ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" -i "$work/key" -P "$port")
 echo "[$host]:$port $SCALEBOX_SFTP_HOST_KEY" > "$work/known_hosts"
 now() { date +%s.%N; }
 rate() { awk -v m="$mib" -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", m / (b - a) }'; }
