@@ -94,8 +94,9 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 		return res, err
 	}
 	res.SHA256 = hex.EncodeToString(whole.Sum(nil))
-	// Read back what is on the target's disk before it gets its name.
-	onDisk, err := fileSHA256(ctx, dst, part)
+	// Check what is on the target's disk before it gets its name: where
+	// the target can hash its own files, there; else by reading it back.
+	onDisk, err := targetSHA256(ctx, dst, part)
 	if err != nil {
 		return res, err
 	}
@@ -227,6 +228,15 @@ func saveState(ctx context.Context, s Store, name string, st *partState) error {
 		return err
 	}
 	return s.Rename(ctx, tmp, name)
+}
+
+func targetSHA256(ctx context.Context, s Store, name string) (string, error) {
+	if h, ok := s.(Hasher); ok {
+		if sum, err := h.SHA256(ctx, name); err == nil {
+			return sum, nil
+		}
+	}
+	return fileSHA256(ctx, s, name)
 }
 
 // fileSHA256 reads a file of a store and returns its SHA-256.

@@ -249,3 +249,36 @@ func TestSFTPUploadResumes(t *testing.T) {
 		t.Fatal("the resumed upload does not verify")
 	}
 }
+
+// The remote site hashes its own files (sha256sum over ssh exec).
+func TestSFTPRemoteSHA256(t *testing.T) {
+	remote, _ := stagingtest.SFTPDir(t)
+	data := []byte("it's a file with a quote'")
+	stagingtest.Put(t, remote, "q'uote.txt", data)
+	sum, err := remote.(staging.Hasher).SHA256(context.Background(), "q'uote.txt")
+	if err != nil || sum != stagingtest.SHA256(data) {
+		t.Fatalf("remote SHA-256 = %q, %v; want %s", sum, err, stagingtest.SHA256(data))
+	}
+}
+
+// lyingStore reports a checksum that does not match what it holds.
+type lyingStore struct{ staging.Store }
+
+func (lyingStore) SHA256(context.Context, string) (string, error) { return strings.Repeat("0", 64), nil }
+
+// A target whose bytes do not verify never gets the file under its name.
+func TestCopyVerificationFailure(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openDir(t)
+	dst, dir := openDir(t)
+	stagingtest.Put(t, src, "f", stagingtest.Pattern(1000))
+	_, err := staging.Copy(ctx, src, "f", lyingStore{dst}, "f", nil)
+	if err == nil || !strings.Contains(err.Error(), "verification failed") {
+		t.Fatalf("Copy onto a target that does not verify: %v", err)
+	}
+	for _, name := range []string{"f", staging.PartName("f")} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s exists after a failed verification", name)
+		}
+	}
+}

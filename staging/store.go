@@ -29,6 +29,12 @@ type Store interface {
 	Close() error
 }
 
+// Hasher is a Store that can checksum a file where it lives (a remote
+// site running sha256sum), so verifying a copy does not move it again.
+type Hasher interface {
+	SHA256(ctx context.Context, name string) (string, error)
+}
+
 // Writer is an open file being written.
 type Writer interface {
 	io.Writer
