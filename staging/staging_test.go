@@ -264,7 +264,9 @@ func TestSFTPRemoteSHA256(t *testing.T) {
 // lyingStore reports a checksum that does not match what it holds.
 type lyingStore struct{ staging.Store }
 
-func (lyingStore) SHA256(context.Context, string) (string, error) { return strings.Repeat("0", 64), nil }
+func (lyingStore) SHA256(context.Context, string) (string, error) {
+	return strings.Repeat("0", 64), nil
+}
 
 // A target whose bytes do not verify never gets the file under its name.
 func TestCopyVerificationFailure(t *testing.T) {
