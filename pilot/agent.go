@@ -33,7 +33,7 @@ type agentHello struct {
 func RunAgent(in io.Reader, out io.Writer) error {
 	w := &workspace{
 		env:     os.Environ(),
-		d:       slotDirs{Work: apptainer.WorkDir, Tmp: apptainer.LocalTmp, Shm: apptainer.LocalShm, Logs: apptainer.SlotDir},
+		d:       containerDirs,
 		scripts: lookupScripts(os.Getenv, apptainer.AppBin, ShareBin),
 		missing: fmt.Sprintf("no %s in %s or %s of the image (or $%s)", RunScript, apptainer.AppBin, ShareBin, scriptOverride[RunScript]),
 	}

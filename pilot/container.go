@@ -40,6 +40,9 @@ type containerExecutor struct {
 	exited chan struct{}
 }
 
+// containerDirs are a slot's directories as seen inside its container.
+var containerDirs = slotDirs{Work: apptainer.WorkDir, Tmp: apptainer.LocalTmp, Shm: apptainer.LocalShm, Logs: apptainer.SlotDir}
+
 // AgentBinaryEnv names the static scalebox binary bound into containers
 // when the running one is dynamically linked.
 const AgentBinaryEnv = "SCALEBOX_AGENT_BINARY"
@@ -317,7 +320,7 @@ func (x *containerExecutor) deathNote() string {
 }
 
 func (x *containerExecutor) dirs() slotDirs {
-	return slotDirs{Work: apptainer.WorkDir, Tmp: apptainer.LocalTmp, Shm: apptainer.LocalShm, Logs: apptainer.SlotDir}
+	return containerDirs
 }
 
 func (x *containerExecutor) script(name string) string { return x.hello.Scripts[name] }

@@ -28,10 +28,10 @@ type executor interface {
 
 // slotDirs are a slot's private directories.
 type slotDirs struct {
-	Work string `json:"work"` // WORK_DIR: interface files
-	Tmp  string `json:"tmp"`  // LOCAL_TMPDIR
-	Shm  string `json:"shm"`  // LOCAL_SHMDIR
-	Logs string `json:"logs"` // stdout/stderr of the last script run
+	Work string // WORK_DIR: interface files
+	Tmp  string // LOCAL_TMPDIR
+	Shm  string // LOCAL_SHMDIR
+	Logs string // stdout/stderr of the last script run
 }
 
 // request is one script run. It crosses the agent pipe as JSON.

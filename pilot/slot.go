@@ -164,7 +164,7 @@ func (s *slot) containerEnvironment() map[string]string {
 			env[k] = v
 		}
 	}
-	for k, v := range s.vars(slotDirs{Work: apptainer.WorkDir, Tmp: apptainer.LocalTmp, Shm: apptainer.LocalShm, Logs: apptainer.SlotDir}) {
+	for k, v := range s.vars(containerDirs) {
 		env[k] = v
 	}
 	if s.p.cfg.CertSHA256 != "" {
