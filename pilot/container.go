@@ -3,6 +3,7 @@ package pilot
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"debug/elf"
 	"encoding/json"
 	"errors"
@@ -76,9 +77,14 @@ func agentBinary(configured string) (string, error) {
 
 var instanceChars = regexp.MustCompile(`[^A-Za-z0-9_.-]+`)
 
-// instanceName is unique per slot on a node: app, pilot, module, slot.
-func instanceName(appID, pilotID int64, module string, index int) string {
-	return fmt.Sprintf("sbx-%d-%d-%s-%d", appID, pilotID, instanceChars.ReplaceAllString(module, "_"), index)
+// instanceName is unique per slot on a node. App and pilot ids repeat
+// between heads (every state dir has an app 1), and Apptainer instance
+// names are per user, so the slot's directory, unique per pilot, is part
+// of it: a leftover of this very slot (its pilot killed) has the same name
+// and is stopped before a start; another head's slot never is.
+func instanceName(appID, pilotID int64, module string, index int, slotDir string) string {
+	sum := sha256.Sum256([]byte(slotDir))
+	return fmt.Sprintf("sbx-%d-%d-%s-%d-%x", appID, pilotID, instanceChars.ReplaceAllString(module, "_"), index, sum[:4])
 }
 
 // containerSpec is what startContainer needs from the slot.
@@ -131,7 +137,7 @@ func slotDevices(visible []int, index, n int) []int {
 func instanceFor(sp containerSpec, agent string) (apptainer.Instance, error) {
 	m := sp.module
 	in := apptainer.Instance{
-		Name:    instanceName(sp.appID, sp.pilotID, m.Name, sp.index),
+		Name:    instanceName(sp.appID, sp.pilotID, m.Name, sp.index, sp.host.Logs),
 		Image:   m.BaseImage,
 		Contain: true,
 		Devices: sp.devices,

@@ -63,8 +63,13 @@ func TestInstanceFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if in.Name != "sbx-3-7-calc_x-1" || in.GPU != apptainer.GPUNvidia || !in.Contain {
+	if !strings.HasPrefix(in.Name, "sbx-3-7-calc_x-1-") || in.GPU != apptainer.GPUNvidia || !in.Contain {
 		t.Errorf("instance %+v", in)
+	}
+	other := sp
+	other.host.Logs = "/other-pilot/w"
+	if again, _ := instanceFor(other, "/bin/scalebox-static"); again.Name == in.Name {
+		t.Errorf("two pilots' slots with the same ids share the instance name %s", in.Name)
 	}
 	var binds []string
 	for _, b := range in.Binds {
