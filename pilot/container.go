@@ -253,25 +253,26 @@ func (x *containerExecutor) startAgent(ctx context.Context, sp containerSpec, in
 	hello := make(chan error, 1)
 	go func() {
 		err := dec.Decode(&x.hello)
-		hello <- err
-		if err != nil {
-			x.fail(err)
-			close(x.answers)
-			cmd.Wait()
-			close(x.exited)
-			return
-		}
-		for {
-			var resp response
-			if err := dec.Decode(&resp); err != nil {
-				x.fail(err)
-				close(x.answers)
-				break
+		spoke := err == nil
+		if spoke {
+			hello <- nil
+			for {
+				var resp response
+				if err = dec.Decode(&resp); err != nil {
+					break
+				}
+				x.answers <- resp
 			}
-			x.answers <- resp
 		}
+		// The agent is gone (or never spoke). Reap it first, so that
+		// whoever sees it dead can tell how it ended.
 		cmd.Wait()
+		x.fail(err)
 		close(x.exited)
+		close(x.answers)
+		if !spoke {
+			hello <- err
+		}
 	}()
 	select {
 	case err := <-hello:
@@ -311,8 +312,12 @@ func (x *containerExecutor) broken() error {
 // deathNote is why the agent stopped, from its exit and its stderr.
 func (x *containerExecutor) deathNote() string {
 	var parts []string
-	if x.cmd != nil && x.cmd.ProcessState != nil {
-		parts = append(parts, x.cmd.ProcessState.String())
+	select {
+	case <-x.exited: // reaped: its state is settled
+		if x.cmd.ProcessState != nil {
+			parts = append(parts, x.cmd.ProcessState.String())
+		}
+	default:
 	}
 	if data, err := os.ReadFile(x.errLog); err == nil {
 		if s := lastLine(string(data)); s != "" {
