@@ -48,9 +48,8 @@ func RunModuleTest(ctx context.Context, mt ModuleTest, each func(TestRun)) error
 		log = slog.New(slog.DiscardHandler)
 	}
 	host, _ := os.Hostname()
-	p := &Pilot{cfg: Config{Host: host, WorkRoot: root, Binary: mt.Binary, Apptainer: mt.Apptainer, AgentBinary: mt.AgentBinary},
-		reg: &api.Registered{AppName: "module-test"}, log: log, held: map[int64]bool{}, troubled: map[string]dataflow.SlotState{},
-		beat: make(chan struct{}, 1)}
+	p := newPilot(Config{Host: host, WorkRoot: root, Binary: mt.Binary, Apptainer: mt.Apptainer, AgentBinary: mt.AgentBinary},
+		&api.Registered{AppName: "module-test"}, log)
 	s := newSlot(p, api.PlannedModule{Module: mt.Module, Slots: 1}, nil, 0)
 	if err := s.prepare(); err != nil {
 		return err

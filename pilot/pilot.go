@@ -76,6 +76,15 @@ type Pilot struct {
 	beat     chan struct{}                 // send a heartbeat now
 }
 
+// newPilot is a pilot for a registration, its slots not started yet.
+func newPilot(cfg Config, reg *api.Registered, log *slog.Logger) *Pilot {
+	if cfg.GPUs == nil {
+		cfg.GPUs = visibleGPUs()
+	}
+	return &Pilot{cfg: cfg, reg: reg, log: log, held: map[int64]bool{},
+		troubled: map[string]dataflow.SlotState{}, beat: make(chan struct{}, 1)}
+}
+
 // slotState records a slot's start failure (err non-nil) or its recovery,
 // and sends the news to the head with the next heartbeat, at once.
 func (p *Pilot) slotState(s *slot, err error) {
@@ -166,11 +175,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	p := &Pilot{cfg: cfg, reg: reg, log: log, stop: cancel, held: map[int64]bool{},
-		troubled: map[string]dataflow.SlotState{}, beat: make(chan struct{}, 1)}
-	if p.cfg.GPUs == nil {
-		p.cfg.GPUs = visibleGPUs()
-	}
+	p := newPilot(cfg, reg, log)
+	p.stop = cancel
 	p.rep = newReporter(cfg.Client, reg.PilotID, log, p.appStatus, p.unhold)
 	log.Info("pilot registered", "host", cfg.Host, "modules", len(reg.Plan), "work_root", cfg.WorkRoot)
 

@@ -49,13 +49,13 @@ func TestPrimesInApptainer(t *testing.T) {
 	static := releaseBinary(t)
 	img := calcImage(t, base, t.TempDir())
 	state := stateDir(t)
-	cmd := exec.Command(daemons, "--log-level", "warn", "--state-dir", state, "run", "--json", "--pilots", "2", examples("primes"))
-	cmd.Env = append(os.Environ(), "CALC_IMAGE="+img, "SCALEBOX_AGENT_BINARY="+static)
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, stderrOf(err))
+	t.Setenv("CALC_IMAGE", img)
+	t.Setenv("SCALEBOX_AGENT_BINARY", static)
+	r := sbd(t, 3*time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--json", "--pilots", "2", examples("primes"))
+	if r.code != 0 {
+		t.Fatalf("run exited %d\n%s", r.code, r.stderr)
 	}
-	s := decodeSummary(t, result{stdout: string(out)})
+	s := decodeSummary(t, r)
 	if s.Status != "FINISHED" || s.Result != "78498" {
 		t.Fatalf("status %s result %q, want FINISHED 78498", s.Status, s.Result)
 	}
@@ -74,13 +74,6 @@ func checkImages(t *testing.T, state, img string) {
 	if n := queryInt(t, db, "SELECT count(*) FROM task_execs WHERE module_id = "+router+" AND image IS NOT NULL"); n != 0 {
 		t.Errorf("%d router (host) exec records name an image", n)
 	}
-}
-
-func stderrOf(err error) string {
-	if ee, ok := err.(*exec.ExitError); ok {
-		return string(ee.Stderr)
-	}
-	return ""
 }
 
 // The same, with the calc slots in pilot jobs on the Slurm cluster.
@@ -259,10 +252,8 @@ modules:
 	})
 	os.Chmod(filepath.Join(dir, "m", "run.sh"), 0o755)
 	state := stateDir(t)
-	cmd := exec.Command(daemons, "--log-level", "warn", "--state-dir", state, "run", "--json", "--pilots", "1", dir)
-	cmd.Env = append(os.Environ(), "SCALEBOX_AGENT_BINARY="+static)
-	out, _ := cmd.Output()
-	s := decodeSummary(t, result{stdout: string(out)})
+	t.Setenv("SCALEBOX_AGENT_BINARY", static)
+	s := decodeSummary(t, sbd(t, 3*time.Minute, "--log-level", "warn", "--state-dir", state, "run", "--json", "--pilots", "1", dir))
 	if s.Status != "FAILED" {
 		t.Fatalf("status %s, want FAILED (the task whose agent died has no retries)", s.Status)
 	}
