@@ -90,7 +90,11 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	if opts.Rand == nil {
 		opts.Rand = rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
 	}
+	if err := registerQPSG(); err != nil {
+		return nil, fmt.Errorf("open broker: %w", err)
+	}
 	q := url.Values{}
+	q.Set("scalebox_qpsg", "1") // qpsg.go
 	q.Set("_journal_mode", "WAL")
 	q.Set("_synchronous", strings.ToUpper(opts.Synchronous))
 	q.Set("_busy_timeout", "10000")
@@ -111,6 +115,7 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("open broker %s: %w", path, err)
 	}
 	rq := url.Values{}
+	rq.Set("scalebox_qpsg", "1")
 	rq.Set("_busy_timeout", "10000")
 	rq.Set("_query_only", "1")
 	rq.Set("_stmt_cache_size", "32")

@@ -30,7 +30,7 @@ func bulkStatement(head, tail string, cols, rows int) string {
 // cgo and VM start-up cost per task; this pays it per chunk.
 func bulkInsert(tx *sql.Tx, head, tail string, cols int, rows [][]any) (int64, error) {
 	var total int64
-	args := make([]any, 0, bulkSizes[0]*cols)
+	args := make([]any, 0, min(len(rows), bulkSizes[0])*cols)
 	for len(rows) > 0 {
 		size := 1
 		for _, s := range bulkSizes {

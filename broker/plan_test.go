@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"database/sql"
 	"strings"
 	"testing"
 )
@@ -67,5 +68,40 @@ func TestHeldByUsesLeasedIndex(t *testing.T) {
 	plan := queryPlan(t, b, "SELECT count(*) FROM tasks WHERE state IN ('leased','running') AND lease_pilot = ?", 1)
 	if contains(plan, "SCAN tasks\n") {
 		t.Fatalf("held-by plan scans tasks:\n%s", plan)
+	}
+}
+
+// Plans must not depend on bound values: SQLite re-prepares a statement on
+// every bind when its plan did (qpsg.go), which made each lease re-parse
+// its query. The probe is a query whose partial index is usable only if
+// the planner reads ?2: with the guarantee it cannot; on a connection
+// without it, it does.
+func TestPlansIgnoreBoundValues(t *testing.T) {
+	b, _ := openTest(t)
+	probe := "SELECT id FROM tasks WHERE module_id = ?1 AND state = ?2 ORDER BY sort_tag, id"
+	if plan := queryPlan(t, b, probe, 1, "ready"); contains(plan, "tasks_ready") {
+		t.Fatalf("the broker's planner used a bound value (the query planner stability guarantee is off):\n%s", plan)
+	}
+	plain, err := sql.Open("sqlite3", "file:"+b.Path()+"?_query_only=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	plan := ""
+	rows, err := plain.Query("EXPLAIN QUERY PLAN "+probe, 1, "ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan += detail + "\n"
+	}
+	rows.Close()
+	if !contains(plan, "tasks_ready") {
+		t.Fatalf("control: a plain connection did not use the bound value, so this probe proves nothing:\n%s", plan)
 	}
 }
