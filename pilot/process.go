@@ -83,7 +83,8 @@ func runProcess(ctx context.Context, c Command) Result {
 		defer f.Close()
 		*out.dst = f
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pidfd := -1
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	// A grandchild holding stdout open must not hold the slot forever.
 	cmd.WaitDelay = 2 * time.Second
@@ -93,6 +94,9 @@ func runProcess(ctx context.Context, c Command) Result {
 		res.Ended = time.Now()
 		res.ExitCode, res.SystemErr = startFailure(err)
 		return res
+	}
+	if pidfd >= 0 {
+		waitExited(pidfd) // then Wait only reaps
 	}
 	err = cmd.Wait()
 	res.Ended = time.Now()
