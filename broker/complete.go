@@ -274,8 +274,12 @@ func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completi
 			h[dataflow.HeaderFromModuleLast] = in[dataflow.HeaderFromModule]
 		}
 		// A HOST-BOUND module's task runs where its data is: the host the
-		// sender names, else the host that produced it.
-		if target := def.Module(name); target != nil && target.DistMode == dataflow.DistHostBound && h[dataflow.HeaderToHost] == "" && c.Host != "" {
+		// sender names, else the host that produced it. So does a module
+		// reading a node tier (local:, mem:) when the sender staged its
+		// output to one: no other node can read it.
+		target := def.Module(name)
+		bound := target != nil && (target.DistMode == dataflow.DistHostBound || c.DataOnNode && target.ReadsNodeTier())
+		if bound && h[dataflow.HeaderToHost] == "" && c.Host != "" {
 			h[dataflow.HeaderToHost] = c.Host
 		}
 		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, appID: t.appID, moduleID: id})
@@ -340,7 +344,7 @@ func newExecRow(t taskRow, pilotID int64, c dataflow.Completion, emitted int) ex
 	}
 	return execRow{t.id, t.appID, t.moduleID, t.attempts + 1, t.gen, pilotID, nullStr(c.Slot), nullStr(c.Host), c.ExitCode,
 		started, ms(ended), nullStr(c.StdoutTail), nullStr(c.StderrTail), nullStr(c.Auxout), nullStr(c.Note), ts,
-		c.InputBytes, c.OutputBytes, emitted, nullStr(c.Image)}
+		c.InputBytes, c.OutputBytes, emitted, nullStr(c.Image), c.StageInBytes, c.StageInMS, c.StageOutBytes, c.StageOutMS}
 }
 
 // insertExecs adds exec records in multi-row statements.
@@ -353,6 +357,7 @@ func insertExecs(tx *sql.Tx, rows []execRow) error {
 		vals[i] = r
 	}
 	_, err := bulkInsert(tx, `INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
-			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted, image)`, "", 20, vals)
+			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted, image,
+			stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms)`, "", 24, vals)
 	return err
 }

@@ -205,7 +205,8 @@ func (b *Broker) Task(ctx context.Context, taskID int64) (*dataflow.TaskInfo, er
 // Execs returns a task's attempts in order.
 func (b *Broker) Execs(ctx context.Context, taskID int64) ([]dataflow.Exec, error) {
 	rows, err := b.r.QueryContext(ctx, `SELECT id, task_id, attempt, lease_gen, pilot_id, slot, host, exit_code, started_at, ended_at,
-		stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted, image
+		stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted, image,
+		stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms
 		FROM task_execs WHERE task_id = ? ORDER BY lease_gen`, taskID)
 	if err != nil {
 		return nil, fmt.Errorf("execs of task %d: %w", taskID, err)
@@ -218,7 +219,8 @@ func (b *Broker) Execs(ctx context.Context, taskID int64) ([]dataflow.Exec, erro
 		var slot, host, so, se, aux, note, ts, image sql.NullString
 		var ended int64
 		if err := rows.Scan(&e.ID, &e.TaskID, &e.Attempt, &e.Gen, &pilot, &slot, &host, &e.ExitCode, &started, &ended,
-			&so, &se, &aux, &note, &ts, &e.InputBytes, &e.OutputBytes, &e.Emitted, &image); err != nil {
+			&so, &se, &aux, &note, &ts, &e.InputBytes, &e.OutputBytes, &e.Emitted, &image,
+			&e.StageInBytes, &e.StageInMS, &e.StageOutBytes, &e.StageOutMS); err != nil {
 			return nil, err
 		}
 		e.PilotID, e.Image = pilot.Int64, image.String

@@ -59,6 +59,8 @@ type Module struct {
 	SlotOnHead     bool              `json:"slot_on_head,omitempty"`
 	Environments   []string          `json:"environments,omitempty"`
 	Volumes        []Volume          `json:"volumes,omitempty"`
+	StageIn        []StageSpec       `json:"stage_in,omitempty"`
+	StageOut       []StageSpec       `json:"stage_out,omitempty"`
 	Slots          []SlotSpec        `json:"slots,omitempty"`
 	SinkModules    []string          `json:"sink_modules,omitempty"`
 	Arguments      map[string]string `json:"arguments,omitempty"`

@@ -353,6 +353,21 @@ func (p *parser) app(root *yaml.Node) *App {
 	return a
 }
 
+// stageSpecs parses a module's stage_in or stage_out list.
+func (p *parser) stageSpecs(what string, dst *[]StageSpec, in bool) func(k, v *yaml.Node) {
+	return func(k, v *yaml.Node) {
+		items, _ := p.strList(k, v)
+		for i, it := range items {
+			sp, err := ParseStageSpec(it, in)
+			if err != nil {
+				p.errf(itemNode(v, i), "%s: %v", what, err)
+				continue
+			}
+			*dst = append(*dst, sp)
+		}
+	}
+}
+
 func (p *parser) initialStatus(v *yaml.Node, s string, dst *AppStatus) {
 	st := AppStatus(strings.ToUpper(s))
 	switch st {
@@ -420,6 +435,8 @@ func (p *parser) module(k, v *yaml.Node) (*Module, []*yaml.Node) {
 			}
 			_ = ok
 		},
+		"stage_in":  p.stageSpecs(what, &m.StageIn, true),
+		"stage_out": p.stageSpecs(what, &m.StageOut, false),
 		"slots": func(k, v *yaml.Node) {
 			items, _ := p.strList(k, v)
 			for i, it := range items {

@@ -53,6 +53,20 @@ type Completion struct {
 	Deferred    []StateOp   `json:"deferred,omitempty"`
 	// Image is the container image the attempt ran in ("" on the host).
 	Image string `json:"image,omitempty"`
+	Stage
+	// DataOnNode: the attempt staged output to a tier of its node (local:,
+	// mem:), which only that node can read; the next modules that stage
+	// in from such a tier run there.
+	DataOnNode bool `json:"data_on_node,omitempty"`
+}
+
+// Stage is what an attempt moved through its module's stage_in and
+// stage_out (Scalebox's task perspective: data time apart from compute).
+type Stage struct {
+	StageInBytes  int64 `json:"stage_in_bytes,omitempty"`
+	StageInMS     int64 `json:"stage_in_ms,omitempty"`
+	StageOutBytes int64 `json:"stage_out_bytes,omitempty"`
+	StageOutMS    int64 `json:"stage_out_ms,omitempty"`
 }
 
 // SlotState is a slot a pilot reports in trouble: its container or
@@ -108,6 +122,7 @@ type Exec struct {
 	OutputBytes int64       `json:"output_bytes"`
 	Emitted     int         `json:"emitted"`
 	Image       string      `json:"image,omitempty"`
+	Stage
 }
 
 // TaskInfo is a task as listed.

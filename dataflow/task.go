@@ -56,6 +56,8 @@ const (
 	HeaderFromModuleLast = "from_module_last"
 	HeaderFromHost       = "from_host"
 	HeaderToHost         = "to_host"
+	HeaderStageIn        = "stage_in"  // more stage_in entries for this task, ;-separated
+	HeaderStageOut       = "stage_out" // more stage_out entries
 	HeaderToSlot         = "to_slot"
 	HeaderSortTag        = "sort_tag"
 	HeaderConflictAction = "conflict_action"

@@ -17,6 +17,7 @@ import (
 
 	"github.com/scalebox-hpc/scalebox/api"
 	"github.com/scalebox-hpc/scalebox/dataflow"
+	"github.com/scalebox-hpc/scalebox/staging"
 )
 
 // Config configures one pilot.
@@ -58,6 +59,7 @@ type Config struct {
 // Pilot is one running node agent.
 type Pilot struct {
 	cfg      Config
+	tiers    staging.Tiers // this node's data tiers, for stage_in/stage_out
 	reg      *api.Registered
 	log      *slog.Logger
 	rep      *reporter
@@ -81,7 +83,7 @@ func newPilot(cfg Config, reg *api.Registered, log *slog.Logger) *Pilot {
 	if cfg.GPUs == nil {
 		cfg.GPUs = visibleGPUs()
 	}
-	return &Pilot{cfg: cfg, reg: reg, log: log, held: map[int64]bool{},
+	return &Pilot{cfg: cfg, tiers: staging.NodeTiers(cfg.Host), reg: reg, log: log, held: map[int64]bool{},
 		troubled: map[string]dataflow.SlotState{}, beat: make(chan struct{}, 1)}
 }
 

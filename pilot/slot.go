@@ -321,7 +321,7 @@ func (s *slot) failBatch(why error) bool {
 		s.p.rep.addStarted(dataflow.Started{TaskID: t.ID, Gen: t.Gen, Slot: s.id})
 	}
 	now := time.Now()
-	s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: now, Ended: now, SystemErr: "slot did not start: " + why.Error()}, Outputs{})
+	s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: now, Ended: now, SystemErr: "slot did not start: " + why.Error()}, Outputs{}, dataflow.Stage{}, false)
 	return true
 }
 
@@ -410,12 +410,18 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 			fmt.Fprintf(&b, "%d,%s,%s\n", t.ID, t.Body, t.Headers.JSON())
 		}
 		if err := os.WriteFile(filepath.Join(s.host.Work, InputMessagesFile), []byte(b.String()), 0o600); err != nil {
-			s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: time.Now(), Ended: time.Now(), SystemErr: err.Error()}, Outputs{})
+			s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: time.Now(), Ended: time.Now(), SystemErr: err.Error()}, Outputs{}, dataflow.Stage{}, false)
 			return last
 		}
 		req.Args = []string{s.x.dirs().Work + "/" + InputMessagesFile, "{}"}
 	} else {
 		req.Args = []string{tasks[0].Body, tasks[0].Headers.JSON()}
+	}
+	st, err := s.stageIn(ctx, tasks)
+	if err != nil {
+		s.cleanup(st)
+		s.finish(tasks, stageFailure(err), Outputs{}, st.stats, false)
+		return last
 	}
 	resp := s.x.run(ctx, req)
 	res := resp.Result
@@ -434,31 +440,56 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 	if ctx.Err() != nil && !res.TimedOut {
 		res.ExitCode, res.SystemErr = dataflow.ExitLost, "pilot stopping: task killed"
 	}
-	s.finish(tasks, res, resp.Outputs)
+	out := resp.Outputs
+	onNode := false
+	if exitCode(res, out) == 0 {
+		if onNode, err = s.stageOut(ctx, tasks, st); err != nil {
+			// Its outputs did not all arrive: the attempt failed, and its
+			// messages must not go out.
+			res.ExitCode, res.SystemErr, out.StatusCode = stageFailure(err).ExitCode, err.Error(), nil
+			onNode = false
+		}
+	}
+	s.cleanup(st)
+	s.finish(tasks, res, out, st.stats, onNode)
 	return last
+}
+
+// exitCode is an attempt's outcome: the script's code, as task-exec.yaml
+// overrides it, failed (101) when its interface files were bad.
+func exitCode(res Result, out Outputs) int {
+	code := res.ExitCode
+	if out.StatusCode != nil {
+		code = *out.StatusCode
+	}
+	if code == 0 && len(out.Problems) > 0 {
+		code = dataflow.ExitNotRetryable
+	}
+	return code
 }
 
 // finish turns a result and the interface files into completions. In a
 // batch, emitted messages and deferred changes ride on the first task so
 // they are sent once.
-func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs) {
+func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs, stats dataflow.Stage, dataOnNode bool) {
 	for i, t := range tasks {
-		s.p.rep.addCompletion(completion(s, t, res, out, i == 0))
+		c := completion(s, t, res, out, i == 0)
+		c.DataOnNode = dataOnNode
+		if i == 0 {
+			c.Stage = stats // a batch's transfers are counted once
+		}
+		s.p.rep.addCompletion(c)
 	}
 }
 
 // completion is the record of one task's attempt.
 func completion(s *slot, t dataflow.LeasedTask, res Result, out Outputs, first bool) dataflow.Completion {
-	code := res.ExitCode
-	if out.StatusCode != nil {
-		code = *out.StatusCode
-	}
+	code := exitCode(res, out)
 	var notes []string
 	if res.SystemErr != "" {
 		notes = append(notes, res.SystemErr)
 	}
-	if code == 0 && len(out.Problems) > 0 {
-		code = dataflow.ExitNotRetryable
+	if code == dataflow.ExitNotRetryable && len(out.Problems) > 0 {
 		notes = append(notes, out.Problems...)
 	}
 	notes = append(notes, out.Warnings...)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path"
-	"path/filepath"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
@@ -13,21 +11,6 @@ import (
 
 	"github.com/scalebox-hpc/scalebox/staging"
 )
-
-// Tier roots on this node, when the environment does not name them.
-func localRoot() string {
-	if d := os.Getenv("SCALEBOX_LOCAL_ROOT"); d != "" {
-		return d
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("scalebox-local-%d", os.Getuid()))
-}
-
-func memRoot() string {
-	if d := os.Getenv("SCALEBOX_MEM_ROOT"); d != "" {
-		return d
-	}
-	return fmt.Sprintf("/dev/shm/scalebox-%d", os.Getuid())
-}
 
 func stageCommand() *cli.Command {
 	return &cli.Command{
@@ -48,43 +31,27 @@ func stageCommand() *cli.Command {
 	}
 }
 
-// openURL opens the store holding u's file (its directory) and the file's
-// name in it.
-func openURL(ctx context.Context, raw string, auth staging.SFTPAuth) (staging.Store, string, error) {
+// openURL opens the store holding raw's file and the file's name in it.
+func openURL(ctx context.Context, raw string, tiers staging.Tiers) (staging.Store, string, error) {
 	u, err := staging.ParseURL(raw)
 	if err != nil {
 		return nil, "", err
 	}
-	dir, name := path.Split(u.Path)
-	if name == "" {
-		return nil, "", fmt.Errorf("%s: names a directory, want a file", raw)
-	}
-	var s staging.Store
-	switch u.Scheme {
-	case staging.SchemeFile:
-		s, err = staging.OpenDir(dir)
-	case staging.SchemeLocal:
-		s, err = staging.OpenDir(filepath.Join(localRoot(), dir))
-	case staging.SchemeMem:
-		s, err = staging.OpenDir(filepath.Join(memRoot(), dir))
-	case staging.SchemeSFTP:
-		u.Path = dir
-		s, err = staging.DialSFTP(ctx, u, auth)
-	}
-	return s, name, err
+	return tiers.Open(ctx, u)
 }
 
 func stageCopy(c *cli.Context) error {
 	if c.NArg() != 2 {
 		return usageErr("stage cp: want SRC and DST URLs")
 	}
-	auth := staging.SFTPAuth{KeyFile: c.String("key"), HostKey: c.String("host-key"), KnownHosts: c.String("known-hosts")}
-	src, from, err := openURL(c.Context, c.Args().Get(0), auth)
+	tiers := staging.NodeTiers(os.Getenv("HOST_NAME")) // inside a slot: the pilot's node name
+	tiers.SFTP = staging.SFTPAuth{KeyFile: c.String("key"), HostKey: c.String("host-key"), KnownHosts: c.String("known-hosts")}
+	src, from, err := openURL(c.Context, c.Args().Get(0), tiers)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
 	defer src.Close()
-	dst, to, err := openURL(c.Context, c.Args().Get(1), auth)
+	dst, to, err := openURL(c.Context, c.Args().Get(1), tiers)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}

@@ -1,0 +1,77 @@
+package staging
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+)
+
+// Tiers says where this node's tiers live and how to reach remote sites.
+// The CLI's `stage cp` and the pilot's stage-in/stage-out resolve URLs
+// with the same Tiers, so a URL means the same file to both.
+type Tiers struct {
+	Local string // root of local: (the node's SSD)
+	Mem   string // root of mem: (RAM)
+	SFTP  SFTPAuth
+}
+
+// NodeTiers returns the tiers of node host ("" = this machine's name)
+// from the environment: $SCALEBOX_LOCAL_ROOT (default
+// $TMPDIR/scalebox-local-UID/HOST), $SCALEBOX_MEM_ROOT (default
+// /dev/shm/scalebox-UID/HOST), and the sftp key and pinned host key from
+// $SCALEBOX_SFTP_KEY and $SCALEBOX_SFTP_HOST_KEY. The host in the default
+// keeps nodes apart where several share one /tmp (simulated nodes, or a
+// misconfigured cluster), so data on one node's tier is never read as
+// another's.
+func NodeTiers(host string) Tiers {
+	t := Tiers{
+		Local: os.Getenv("SCALEBOX_LOCAL_ROOT"),
+		Mem:   os.Getenv("SCALEBOX_MEM_ROOT"),
+		SFTP:  SFTPAuth{KeyFile: os.Getenv("SCALEBOX_SFTP_KEY"), HostKey: os.Getenv("SCALEBOX_SFTP_HOST_KEY")},
+	}
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	host = filepath.Base(filepath.Clean("/" + host))
+	if t.Local == "" {
+		t.Local = filepath.Join(os.TempDir(), fmt.Sprintf("scalebox-local-%d", os.Getuid()), host)
+	}
+	if t.Mem == "" {
+		t.Mem = filepath.Join(fmt.Sprintf("/dev/shm/scalebox-%d", os.Getuid()), host)
+	}
+	return t
+}
+
+// OnNode reports whether u names a tier of the node it is used on
+// (local: or mem:), which no other node can read.
+func (u URL) OnNode() bool { return u.Scheme == SchemeLocal || u.Scheme == SchemeMem }
+
+// Open opens the store holding u's file (its directory) and returns the
+// file's name in it. The caller closes the store.
+func (t Tiers) Open(ctx context.Context, u URL) (Store, string, error) {
+	dir, name := path.Split(u.Path)
+	if name == "" {
+		return nil, "", fmt.Errorf("%s: names a directory, want a file", u)
+	}
+	var s Store
+	var err error
+	switch u.Scheme {
+	case SchemeFile:
+		s, err = OpenDir(dir)
+	case SchemeLocal:
+		s, err = OpenDir(filepath.Join(t.Local, dir))
+	case SchemeMem:
+		s, err = OpenDir(filepath.Join(t.Mem, dir))
+	case SchemeSFTP:
+		u.Path = dir
+		s, err = DialSFTP(ctx, u, t.SFTP)
+	default:
+		err = fmt.Errorf("%s: unknown scheme %q", u, u.Scheme)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return s, name, nil
+}
