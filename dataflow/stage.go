@@ -33,7 +33,9 @@ func ParseStageSpec(s string, in bool) (StageSpec, error) {
 	case !in && !arrow:
 		return sp, fmt.Errorf("stage_out entry %q: want WORK_DIR_PATH -> URL", s)
 	}
-	if !hasStageScheme(*url) {
+	// A URL that starts with a placeholder ({header.source_url}/...) gets
+	// its scheme from the task; it is checked once filled in.
+	if !hasStageScheme(*url) && !strings.HasPrefix(*url, "{") {
 		return sp, fmt.Errorf("stage entry %q: %q is not a file://, local:, mem: or sftp:// URL", s, *url)
 	}
 	if in && !arrow {

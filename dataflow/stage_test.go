@@ -19,6 +19,7 @@ func TestParseStageSpec(t *testing.T) {
 		{"/etc/passwd -> local:x", false, StageSpec{}, "relative to WORK_DIR"},
 		{"local:x -> ../x", true, StageSpec{}, "leaves WORK_DIR"},
 		{"http://h/x", true, StageSpec{}, "not a file://, local:, mem: or sftp:// URL"},
+		{"{header.source_url}/{body} -> in/{body}", true, StageSpec{"{header.source_url}/{body}", "in/{body}"}, ""},
 		{"local:{bdy}", true, StageSpec{}, "unknown placeholder {bdy}"},
 		{"local:{body", true, StageSpec{}, "unclosed {"},
 		{"local:x ->", true, StageSpec{}, "want FROM -> TO"},
