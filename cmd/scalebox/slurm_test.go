@@ -647,3 +647,54 @@ modules:
 		"done/run.sh": "#!/bin/sh\nexit 0\n",
 	})
 }
+
+// A two-module pipeline whose first module stages its output to local:
+// on pilots of >= 2 Slurm nodes: each second-module task runs on the node
+// holding its input (the issue asks >= 95 %; binding makes it all), and
+// reads the copy that node wrote. Each simulated node's local: tier is
+// its own directory (the default root ends in the node name).
+func TestLocalTierLocalityOnSlurm(t *testing.T) {
+	slurmtest.NeedCLI(t, slurmtest.CI)
+	starts := make([]string, 40)
+	for i := range starts {
+		starts[i] = fmt.Sprintf("t%02d", i)
+	}
+	app := writeFiles(t, map[string]string{
+		"start.txt": strings.Join(starts, "\n") + "\n",
+		"app.yaml": `name: locality
+modules:
+  produce:
+    base_image: host
+    arguments: {code_path: ./produce}
+    parameters: {start_task: "FILE:start.txt"}
+    stage_out: ["out.dat -> local:loc/{body}"]
+    sink_modules: consume
+  consume:
+    base_image: host
+    arguments: {code_path: ./consume}
+    stage_in: ["local:loc/{body} -> in.dat"]
+`,
+		"produce/run.sh": "#!/bin/sh\nset -eu\nsleep 0.3\necho \"$1 $HOST_NAME\" > \"$WORK_DIR/out.dat\"\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n",
+		// The input must be the one this node wrote for this body.
+		"consume/run.sh": "#!/bin/sh\nset -eu\n[ \"$(cat \"$WORK_DIR/in.dat\")\" = \"$1 $HOST_NAME\" ] || { echo \"in.dat: $(cat \"$WORK_DIR/in.dat\"), on $HOST_NAME\" >&2; exit 3; }\n",
+	})
+	state := stateDir(t)
+	r := runOnSlurm(t, 3*time.Minute, clustersFile(t, "mode: cli", ciPool), state, app)
+	if r.code != 0 {
+		t.Fatalf("run exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	db := openDB(t, state)
+	exec := func(module string) string {
+		return `(SELECT t.body, e.host FROM task_execs e JOIN tasks t ON t.id = e.task_id JOIN modules m ON m.id = t.module_id
+			WHERE m.name = '` + module + `' AND e.exit_code = 0)`
+	}
+	if hosts := queryInt(t, db, "SELECT count(DISTINCT host) FROM "+exec("produce")); hosts < 2 {
+		t.Fatalf("produce ran on %d node(s), want >= 2 for locality to mean anything", hosts)
+	}
+	total := queryInt(t, db, "SELECT count(*) FROM "+exec("consume"))
+	local := queryInt(t, db, "SELECT count(*) FROM "+exec("produce")+" p JOIN "+exec("consume")+" c ON c.body = p.body AND c.host = p.host")
+	if total != len(starts) || local*100 < 95*total {
+		t.Errorf("%d of %d consume tasks ran on the node holding their input, want >= 95 %% of %d", local, total, len(starts))
+	}
+	t.Logf("consume: %d/%d on the holding node", local, total)
+}
