@@ -48,23 +48,30 @@ type Module struct {
 	BaseImage string `json:"base_image"`
 	Cluster   string `json:"cluster,omitempty"`
 	// CodePath is the absolute host directory mounted as /app/bin.
-	CodePath       string            `json:"code_path,omitempty"`
-	TaskMaxSeconds int               `json:"task_max_seconds,omitempty"`
-	TaskBatchSize  int               `json:"task_batch_size"`
-	DistMode       string            `json:"task_dist_mode"`
-	StartTasks     []Message         `json:"start_tasks,omitempty"`
-	RetryRules     RetryRules        `json:"retry_rules,omitempty"`
-	RetryBackoff   Duration          `json:"retry_backoff"`
-	SlotMaxTasks   int               `json:"slot_max_tasks,omitempty"`
-	SlotOnHead     bool              `json:"slot_on_head,omitempty"`
-	Environments   []string          `json:"environments,omitempty"`
-	Volumes        []Volume          `json:"volumes,omitempty"`
-	StageIn        []StageSpec       `json:"stage_in,omitempty"`
-	StageOut       []StageSpec       `json:"stage_out,omitempty"`
-	Slots          []SlotSpec        `json:"slots,omitempty"`
-	SinkModules    []string          `json:"sink_modules,omitempty"`
-	Arguments      map[string]string `json:"arguments,omitempty"`
-	Parameters     map[string]string `json:"parameters,omitempty"`
+	CodePath       string      `json:"code_path,omitempty"`
+	TaskMaxSeconds int         `json:"task_max_seconds,omitempty"`
+	TaskBatchSize  int         `json:"task_batch_size"`
+	DistMode       string      `json:"task_dist_mode"`
+	StartTasks     []Message   `json:"start_tasks,omitempty"`
+	RetryRules     RetryRules  `json:"retry_rules,omitempty"`
+	RetryBackoff   Duration    `json:"retry_backoff"`
+	SlotMaxTasks   int         `json:"slot_max_tasks,omitempty"`
+	SlotOnHead     bool        `json:"slot_on_head,omitempty"`
+	Environments   []string    `json:"environments,omitempty"`
+	Volumes        []Volume    `json:"volumes,omitempty"`
+	StageIn        []StageSpec `json:"stage_in,omitempty"`
+	StageOut       []StageSpec `json:"stage_out,omitempty"`
+	// StageCache keeps stage_in copies of shared and remote files in the
+	// node's cache for later tasks there (parameter stage_cache, default yes).
+	StageCache bool `json:"stage_cache"`
+	// FreeSpaceGB and DirQuotaGB hold a slot back from taking a task until
+	// each directory has that much free space / uses less than that.
+	FreeSpaceGB map[string]float64 `json:"free_space_gb,omitempty"`
+	DirQuotaGB  map[string]float64 `json:"dir_quota_gb,omitempty"`
+	Slots       []SlotSpec         `json:"slots,omitempty"`
+	SinkModules []string           `json:"sink_modules,omitempty"`
+	Arguments   map[string]string  `json:"arguments,omitempty"`
+	Parameters  map[string]string  `json:"parameters,omitempty"`
 }
 
 // Duration marshals as a Go duration string.

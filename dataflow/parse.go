@@ -400,7 +400,7 @@ var (
 	parameterKeys = []string{"task_dist_mode", "start_task", "retry_rules", "retry_backoff", "slot_max_tasks",
 		"key_group_regex", "key_group_index", "dir_quota_gb", "free_space_gb", "node_progress_gap",
 		"vtask_role", "vtask_size", "slot_options", "initial_task_status", "initial_slot_status", "sort_tag",
-		"task_max_seconds", "task_batch_size"}
+		"task_max_seconds", "task_batch_size", "stage_cache"}
 )
 
 func (p *parser) module(k, v *yaml.Node) (*Module, []*yaml.Node) {

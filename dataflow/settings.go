@@ -1,6 +1,7 @@
 package dataflow
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -90,6 +91,64 @@ func (p *parser) moduleSettings(m *Module) {
 	if s, n, ok := p.setting(m, "start_task"); ok {
 		p.startTasks(m, s, n)
 	}
+	m.StageCache = true
+	if s, n, ok := p.setting(m, "stage_cache"); ok {
+		switch strings.ToLower(strings.TrimSpace(s)) {
+		case "yes", "true", "on":
+		case "no", "false", "off":
+			m.StageCache = false
+		default:
+			p.errf(n, "module %q: stage_cache %q must be yes or no", m.Name, s)
+		}
+	}
+	for key, dst := range map[string]*map[string]float64{"free_space_gb": &m.FreeSpaceGB, "dir_quota_gb": &m.DirQuotaGB} {
+		if s, n, ok := p.setting(m, key); ok {
+			v, err := ParseSpaceMap(s)
+			if err != nil {
+				p.errf(n, "module %q: %s: %v", m.Name, key, err)
+			}
+			*dst = v
+		}
+	}
+}
+
+// ParseSpaceMap parses free_space_gb or dir_quota_gb: a JSON object of
+// directory -> GB (Scalebox's form), where a directory is absolute or a
+// node tier (local:, mem:, optionally with a path in the tier).
+func ParseSpaceMap(s string) (map[string]float64, error) {
+	var raw map[string]any
+	if err := json.Unmarshal([]byte(s), &raw); err != nil {
+		return nil, fmt.Errorf("want a JSON object of directory -> GB, such as {\"local:\": 20}: %v", err)
+	}
+	out := make(map[string]float64, len(raw))
+	for dir, v := range raw {
+		var gb float64
+		switch x := v.(type) {
+		case float64:
+			gb = x
+		case string:
+			f, err := strconv.ParseFloat(x, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%q: %q is not a number of GB", dir, x)
+			}
+			gb = f
+		default:
+			return nil, fmt.Errorf("%q: %v is not a number of GB", dir, v)
+		}
+		if gb < 0 {
+			return nil, fmt.Errorf("%q: %v GB is negative", dir, gb)
+		}
+		l := strings.ToLower(dir)
+		tier := strings.HasPrefix(l, "local:") || strings.HasPrefix(l, "mem:")
+		if !tier && !filepath.IsAbs(dir) {
+			return nil, fmt.Errorf("%q: want an absolute directory or local:/mem: (a node tier)", dir)
+		}
+		if strings.Contains(dir, "..") {
+			return nil, fmt.Errorf("%q: .. is not allowed", dir)
+		}
+		out[dir] = gb
+	}
+	return out, nil
 }
 
 func parseSeconds(s string) (time.Duration, error) {

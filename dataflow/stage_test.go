@@ -79,3 +79,22 @@ func TestTaskStageSpecsFromHeaders(t *testing.T) {
 		t.Errorf("bad header entry: %v", err)
 	}
 }
+
+func TestParseSpaceMap(t *testing.T) {
+	got, err := ParseSpaceMap(`{"local:": 20, "/scratch/x": "1.5", "mem:shm": 0}`)
+	if err != nil || got["local:"] != 20 || got["/scratch/x"] != 1.5 || got["mem:shm"] != 0 || len(got) != 3 {
+		t.Fatalf("%v, %v", got, err)
+	}
+	for in, want := range map[string]string{
+		`[1]`:                   "JSON object",
+		`{"rel/dir": 1}`:        "absolute directory",
+		`{"/x": -1}`:            "negative",
+		`{"/x": "lots"}`:        "not a number",
+		`{"local:../up": 1}`:    ".. is not allowed",
+		`{"/x": {"nested": 1}}`: "not a number",
+	} {
+		if _, err := ParseSpaceMap(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error with %q", in, err, want)
+		}
+	}
+}

@@ -54,9 +54,10 @@ const (
 
 func newFeeder(p *Pilot, pm api.PlannedModule) *feeder {
 	f := &feeder{p: p, module: pm.Module.Name, slots: pm.Slots, batch: max(pm.Module.TaskBatchSize, 1),
-		// With a check.sh, tasks wait for admission: lease only for slots
-		// that asked, so they are not held away from other pilots.
-		prefetch: !hasCheckScript(pm.Module), wake: make(chan struct{}, 1),
+		// With a check.sh or space rules, tasks wait for admission: lease
+		// only for slots that asked, so they are not held away from other
+		// pilots.
+		prefetch: !hasCheckScript(pm.Module) && !hasSpaceRules(pm.Module), wake: make(chan struct{}, 1),
 		maxRun: time.Duration(pm.Module.TaskMaxSeconds) * time.Second}
 	f.cond = sync.NewCond(&f.mu)
 	return f

@@ -60,6 +60,8 @@ type Config struct {
 type Pilot struct {
 	cfg      Config
 	tiers    staging.Tiers // this node's data tiers, for stage_in/stage_out
+	usage    dirUsage      // dir_quota_gb checks
+	cache    func() (*staging.Cache, error)
 	reg      *api.Registered
 	log      *slog.Logger
 	rep      *reporter
@@ -83,7 +85,9 @@ func newPilot(cfg Config, reg *api.Registered, log *slog.Logger) *Pilot {
 	if cfg.GPUs == nil {
 		cfg.GPUs = visibleGPUs()
 	}
-	return &Pilot{cfg: cfg, tiers: staging.NodeTiers(cfg.Host), reg: reg, log: log, held: map[int64]bool{},
+	tiers := staging.NodeTiers(cfg.Host)
+	return &Pilot{cfg: cfg, tiers: tiers, cache: sync.OnceValues(func() (*staging.Cache, error) { return openCache(tiers) }),
+		reg: reg, log: log, held: map[int64]bool{},
 		troubled: map[string]dataflow.SlotState{}, beat: make(chan struct{}, 1)}
 }
 

@@ -329,7 +329,26 @@ func (s *slot) failBatch(why error) bool {
 // the executor broke and must be started again (true).
 func (s *slot) serve(ctx context.Context, log *slog.Logger) bool {
 	checkWait := time.Second
+	waitingFor := ""
 	for ctx.Err() == nil {
+		if hasSpaceRules(s.mod()) {
+			why := s.spaceWait()
+			if why != waitingFor {
+				if why != "" {
+					log.Info("waiting for space before taking a task", "why", why)
+				} else {
+					log.Info("space available again")
+				}
+				waitingFor = why
+			}
+			if why != "" {
+				if sleepCtx(ctx, checkWait) != nil {
+					return false
+				}
+				checkWait = min(checkWait*2, 30*time.Second)
+				continue
+			}
+		}
 		if s.x.script(CheckScript) != "" {
 			resp := s.x.run(ctx, request{Script: CheckScript})
 			if err := s.x.broken(); err != nil {

@@ -47,7 +47,12 @@ func (s *slot) stageIn(ctx context.Context, tasks []dataflow.LeasedTask) (*stage
 			if err != nil {
 				return st, errStage{fmt.Errorf("stage_in %s: %w", sp.From, err)}
 			}
-			n, err := s.copy(ctx, from, s.workURL(to))
+			var n int64
+			if s.mod().StageCache && !from.OnNode() {
+				n, err = s.fromCache(ctx, from, to)
+			} else {
+				n, err = s.copy(ctx, from, s.workURL(to))
+			}
 			if err != nil {
 				return st, errStage{fmt.Errorf("stage_in %s -> %s: %w", from, to, err)}
 			}
@@ -141,10 +146,11 @@ func (s *slot) copy(ctx context.Context, from, to staging.URL) (int64, error) {
 	}
 	defer dst.Close()
 	res, err := staging.Copy(ctx, src, fname, dst, tname, nil)
+	s.p.usage.forget()
 	if err != nil {
 		return 0, err
 	}
-	return res.Size - res.Resumed, nil
+	return res.Bytes, nil
 }
 
 // stageFailure is the result of an attempt whose data could not be moved.
@@ -156,4 +162,29 @@ func stageFailure(err error) Result {
 		msg = "staging: " + msg
 	}
 	return Result{ExitCode: dataflow.ExitRuntime, Started: now, Ended: now, SystemErr: msg}
+}
+
+// fromCache gives the task its own copy of a shared or remote file from
+// the node's cache, fetching it into the cache first if needed, and
+// returns the bytes read from the source (0 on a hit).
+func (s *slot) fromCache(ctx context.Context, from staging.URL, to string) (int64, error) {
+	c, err := s.p.cache()
+	if err != nil {
+		return 0, err
+	}
+	src, name, err := s.p.tiers.Open(ctx, from)
+	if err != nil {
+		return 0, err
+	}
+	h, err := c.Get(ctx, from, src, name)
+	src.Close()
+	s.p.usage.forget()
+	if err != nil {
+		return 0, err
+	}
+	defer h.Release()
+	if _, err := staging.CopyOut(h, filepath.Join(s.host.Work, filepath.FromSlash(to))); err != nil {
+		return 0, err
+	}
+	return h.Bytes, nil
 }

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path"
 	"sort"
+
+	"golang.org/x/sys/unix"
 )
 
 // DirStore is a tier on a filesystem of this node (file:// on the shared
@@ -120,3 +122,13 @@ func (s *DirStore) List(_ context.Context, dir string) ([]Info, error) {
 }
 
 func (s *DirStore) Close() error { return s.root.Close() }
+
+// Free is the space available to this user on the filesystem of the
+// store's root (statfs); dir is within the root.
+func (s *DirStore) Free(ctx context.Context, dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/scalebox-hpc/scalebox/staging"
@@ -282,5 +283,73 @@ func TestCopyVerificationFailure(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s exists after a failed verification", name)
 		}
+	}
+}
+
+// spaceStore is a target that says it has free bytes, and whose writes
+// fail with ENOSPC after failAfter bytes (the real ENOSPC path runs in
+// cmd/scalebox TestStageOutTierTooSmall on a tmpfs).
+type spaceStore struct {
+	staging.Store
+	free, failAfter int64
+}
+
+func (s spaceStore) Free(context.Context, string) (int64, error) { return s.free, nil }
+
+type fullWriter struct {
+	staging.Writer
+	left int64
+}
+
+func (w *fullWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > w.left {
+		n, _ := w.Writer.Write(p[:w.left])
+		w.left = 0
+		return n, syscall.ENOSPC
+	}
+	w.left -= int64(len(p))
+	return w.Writer.Write(p)
+}
+
+func (s spaceStore) Append(ctx context.Context, name string) (staging.Writer, error) {
+	w, err := s.Store.Append(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &fullWriter{Writer: w, left: s.failAfter}, nil
+}
+
+// No room on the target: refused before a byte is written when the store
+// can tell, else at the ENOSPC; either way no part file stays to hold the
+// space and nothing appears under the final name.
+func TestCopyNoSpace(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openDir(t)
+	data := stagingtest.Pattern(3*staging.ChunkSize + 5)
+	stagingtest.Put(t, src, "f.bin", data)
+	for _, tc := range []struct {
+		name            string
+		free, failAfter int64
+	}{
+		{"known beforehand", int64(len(data)) - 1, 1 << 40},
+		{"found while writing", 1 << 40, staging.ChunkSize + 100},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst, dir := openDir(t)
+			_, err := staging.Copy(ctx, src, "f.bin", spaceStore{dst, tc.free, tc.failAfter}, "out/f.bin", nil)
+			if !errors.Is(err, staging.ErrNoSpace) {
+				t.Fatalf("copy: %v, want ErrNoSpace", err)
+			}
+			var left []string
+			filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+				if err == nil && !d.IsDir() {
+					left = append(left, p)
+				}
+				return nil
+			})
+			if len(left) != 0 {
+				t.Fatalf("left on the target: %v", left)
+			}
+		})
 	}
 }

@@ -2,12 +2,16 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/scalebox-hpc/scalebox/slurm/slurmtest"
 	"github.com/scalebox-hpc/scalebox/staging/stagingtest"
 )
 
@@ -110,5 +114,157 @@ func TestDirCopyExample(t *testing.T) {
 	}
 	if n := queryInt(t, db, `SELECT count(*) FROM task_execs e JOIN tasks t ON t.id = e.task_id WHERE t.body = 'missing.dat'`); n != 3 {
 		t.Errorf("missing source ran %d times, want 3 (retry_rules ['125:2'])", n)
+	}
+}
+
+// tinyTier mounts a tmpfs of size bytes (a node tier too small for the
+// data) and returns its path. It needs root: required under .ci/run.
+func tinyTier(t *testing.T, size int) string {
+	t.Helper()
+	dir := t.TempDir()
+	why := "mounting a tmpfs needs root"
+	ok := os.Geteuid() == 0
+	if ok {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%d", size), "sbtiny", dir).CombinedOutput(); err != nil {
+			ok, why = false, fmt.Sprintf("mount tmpfs: %v: %s", err, out)
+		}
+	}
+	slurmtest.Require(t, "root", ok, why)
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
+}
+
+// A node tier too small for a task's output: the stage-out fails with 125
+// and a note saying so, retry rules apply, no part file stays, nothing
+// appears at the final name, and the run ends (FAILED) without a crash.
+func TestStageOutTierTooSmall(t *testing.T) {
+	tier := tinyTier(t, 1<<20)
+	t.Setenv("SCALEBOX_LOCAL_ROOT", tier)
+	app := writeFiles(t, map[string]string{
+		"app.yaml": `name: tiny
+modules:
+  big:
+    base_image: host
+    arguments: {code_path: ./big}
+    parameters: {start_task: "f1", retry_rules: "['125:1']"}
+    stage_out: ["out.dat -> local:res/{body}.dat"]
+`,
+		"big/run.sh": "#!/bin/sh\nhead -c 2097152 /dev/zero > \"$WORK_DIR/out.dat\"\n",
+	})
+	state := stateDir(t)
+	r := sbd(t, 2*time.Minute, "--state-dir", state, "run", "--pilots", "1", app)
+	if r.code == 0 || strings.Contains(r.stderr, "panic") {
+		t.Fatalf("run: exit %d, want a FAILED app and no panic\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	db := openDB(t, state)
+	rows, err := db.Query(`SELECT exit_code, note FROM task_execs ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		var code int
+		var note string
+		rows.Scan(&code, &note)
+		n++
+		if code != 125 || !strings.Contains(note, "not enough space") || !strings.Contains(note, "stage_out") {
+			t.Errorf("attempt %d: exit %d, note %q; want 125 and a note saying the stage_out had no space", n, code, note)
+		}
+	}
+	rows.Close()
+	if n != 2 {
+		t.Errorf("%d attempts, want 2 (retry_rules ['125:1'])", n)
+	}
+	var left []string
+	filepath.WalkDir(tier, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			left = append(left, p)
+		}
+		return nil
+	})
+	if len(left) != 0 {
+		t.Errorf("files left on the tier: %v", left)
+	}
+}
+
+// dir_quota_gb holds the slot back while the tier is over quota: the task
+// stays unleased; once space is freed it runs.
+func TestDirQuotaHoldsSlot(t *testing.T) {
+	local := t.TempDir()
+	t.Setenv("SCALEBOX_LOCAL_ROOT", local)
+	os.MkdirAll(filepath.Join(local, "q"), 0o700)
+	filler := filepath.Join(local, "q", "filler")
+	os.WriteFile(filler, make([]byte, 4096), 0o600)
+	app := writeFiles(t, map[string]string{
+		"app.yaml": `name: quota
+modules:
+  m:
+    base_image: host
+    arguments: {code_path: ./m}
+    parameters:
+      start_task: "go"
+      dir_quota_gb: {"local:q": 0.000001}
+`,
+		"m/run.sh": "#!/bin/sh\nexit 0\n",
+	})
+	state := stateDir(t)
+	done := make(chan result, 1)
+	go func() { done <- sbd(t, 2*time.Minute, "--state-dir", state, "run", "--pilots", "1", app) }()
+	waitFile(t, filepath.Join(state, "scalebox.db"))
+	db := openDB(t, state)
+	waitCount(t, db, "SELECT count(*) FROM pilots WHERE state = 'active'", 1, time.Minute, "no pilot registered")
+	// Over quota: for a few slot checks the task must stay ready.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		if n := queryInt(t, db, "SELECT count(*) FROM tasks WHERE state <> 'ready'"); n != 0 {
+			t.Fatalf("a task was leased while local:q was over its quota")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	os.Remove(filler)
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("run after freeing space: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// Two modules read the same shared file on one node: the first fetches it
+// into the node's cache, the second gets its copy from there (0 bytes
+// read from the source), and both copies are the file.
+func TestStageInCacheHit(t *testing.T) {
+	src := t.TempDir()
+	data := stagingtest.Pattern(2<<20 + 3)
+	os.WriteFile(filepath.Join(src, "ref.dat"), data, 0o644)
+	t.Setenv("SCALEBOX_LOCAL_ROOT", t.TempDir())
+	t.Setenv("REF_SHA", stagingtest.SHA256(data))
+	check := "#!/bin/sh\nset -eu\n[ \"$(sha256sum \"$WORK_DIR/ref.dat\" | cut -d' ' -f1)\" = \"$REF_SHA\" ] || exit 3\n"
+	app := writeFiles(t, map[string]string{
+		"app.yaml": `name: cache
+modules:
+  first:
+    base_image: host
+    arguments: {code_path: ./first}
+    parameters: {start_task: "x"}
+    stage_in: ["file://` + src + `/ref.dat"]
+    sink_modules: second
+  second:
+    base_image: host
+    arguments: {code_path: ./second}
+    stage_in: ["file://` + src + `/ref.dat"]
+`,
+		"first/run.sh":  check + "echo \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n",
+		"second/run.sh": check,
+	})
+	state := stateDir(t)
+	if r := sbd(t, 2*time.Minute, "--state-dir", state, "run", "--pilots", "1", app); r.code != 0 {
+		t.Fatalf("run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	db := openDB(t, state)
+	q := `SELECT e.stage_in_bytes FROM task_execs e JOIN tasks t ON t.id = e.task_id JOIN modules m ON m.id = t.module_id WHERE m.name = ? AND e.exit_code = 0`
+	if got := queryInt(t, db, q, "first"); got != len(data) {
+		t.Errorf("first: %d bytes from the source, want %d (a fetch)", got, len(data))
+	}
+	if got := queryInt(t, db, q, "second"); got != 0 {
+		t.Errorf("second: %d bytes from the source, want 0 (a cache hit)", got)
 	}
 }
