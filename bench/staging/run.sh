@@ -23,21 +23,40 @@ install -m 600 "$SCALEBOX_SFTP_KEY" "$work/key"
 ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" -i "$work/key" -P "$port")
 echo "[$host]:$port $SCALEBOX_SFTP_HOST_KEY" > "$work/known_hosts"
 now() { date +%s.%N; }
-rate() { awk -v m="$mib" -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", m / (b - a) }'; }
 run_sb() { "$bin" stage cp --key "$SCALEBOX_SFTP_KEY" --host-key "$SCALEBOX_SFTP_HOST_KEY" "$@" >/dev/null; }
 
 echo "== $mib MiB over sftp on $host:$port (loopback), and local: vs cp"
-t0=$(now); run_sb "file://$work/data.bin" "$SCALEBOX_SFTP_URL/bench/sb.bin"; t1=$(now)
-printf 'put %s %s/bench/ossh.bin\n' "$work/data.bin" "$remote_dir" | sftp -q "${ssh_opts[@]}" -b - "$user@$host" >/dev/null; t2=$(now)
-run_sb "$SCALEBOX_SFTP_URL/bench/sb.bin" "file://$work/back-sb.bin"; t3=$(now)
-printf 'get %s/bench/ossh.bin %s\n' "$remote_dir" "$work/back-ossh.bin" | sftp -q "${ssh_opts[@]}" -b - "$user@$host" >/dev/null; t4=$(now)
+# The test file is flushed first: its writeback would otherwise slow
+# whichever transfer runs first. Each pair runs twice, in both orders,
+# and the rate is over both runs.
+sync -f "$work/data.bin"
 export SCALEBOX_LOCAL_ROOT=$work/local
-t5=$(now); run_sb "file://$work/data.bin" "local:sb.bin"; t6=$(now)
-mkdir -p "$work/cp" && cp "$work/data.bin" "$work/cp/data.bin" && sync -f "$work/cp/data.bin"; t7=$(now)
-up_sb=$(rate "$t0" "$t1"); up_os=$(rate "$t1" "$t2"); down_sb=$(rate "$t2" "$t3"); down_os=$(rate "$t3" "$t4")
-loc_sb=$(rate "$t5" "$t6"); loc_cp=$(rate "$t6" "$t7")
+sb_up()   { run_sb "file://$work/data.bin" "$SCALEBOX_SFTP_URL/bench/sb.bin"; }
+# The OpenSSH peers end with a sync of the file, as stage cp does: put
+# and get return before the data is on disk, a verified copy after.
+os_up()   { printf 'put %s %s/bench/ossh.bin\n' "$work/data.bin" "$remote_dir" | sftp -q "${ssh_opts[@]}" -b - "$user@$host" >/dev/null
+            ssh -q "${ssh_opts[@]/-P/-p}" "$user@$host" sync -f "$remote_dir/bench/ossh.bin"; }
+sb_down() { rm -f "$work/back-sb.bin"; run_sb "$SCALEBOX_SFTP_URL/bench/sb.bin" "file://$work/back-sb.bin"; }
+os_down() { rm -f "$work/back-ossh.bin"; printf 'get %s/bench/ossh.bin %s\n' "$remote_dir" "$work/back-ossh.bin" | sftp -q "${ssh_opts[@]}" -b - "$user@$host" >/dev/null
+            sync -f "$work/back-ossh.bin"; }
+sb_loc()  { rm -rf "$work/local"; run_sb "file://$work/data.bin" "local:sb.bin"; }
+cp_loc()  { rm -rf "$work/cp"; mkdir -p "$work/cp" && cp "$work/data.bin" "$work/cp/data.bin" && sync -f "$work/cp/data.bin"; }
+# timed FN: seconds FN took
+timed() { local a b; a=$(now); "$@"; b=$(now); awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }'; }
+pair() { # pair A B: "secondsA secondsB" over A,B then B,A
+  local a1 b1 b2 a2
+  a1=$(timed "$1"); b1=$(timed "$2"); b2=$(timed "$2"); a2=$(timed "$1")
+  awk -v a="$a1" -v b="$b1" -v c="$b2" -v d="$a2" 'BEGIN { print a + d, b + c }'
+}
+mbs() { awk -v m="$mib" -v s="$1" 'BEGIN { printf "%.0f", 2 * m / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-printf "   upload    scalebox %5s MB/s   OpenSSH sftp %5s MB/s   ratio %s (target >= 0.8)\n" "$up_sb" "$up_os" "$(ratio "$up_sb" "$up_os")"
-printf "   download  scalebox %5s MB/s   OpenSSH sftp %5s MB/s   ratio %s (target >= 0.8)\n" "$down_sb" "$down_os" "$(ratio "$down_sb" "$down_os")"
+read -r t_sb t_os < <(pair sb_up os_up)
+up_sb=$(mbs "$t_sb"); up_os=$(mbs "$t_os")
+read -r t_sb t_os < <(pair sb_down os_down)
+down_sb=$(mbs "$t_sb"); down_os=$(mbs "$t_os")
+read -r t_sb t_os < <(pair sb_loc cp_loc)
+loc_sb=$(mbs "$t_sb"); loc_cp=$(mbs "$t_os")
+printf "   upload    scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s (target >= 0.8)\n" "$up_sb" "$up_os" "$(ratio "$up_sb" "$up_os")"
+printf "   download  scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s (target >= 0.8)\n" "$down_sb" "$down_os" "$(ratio "$down_sb" "$down_os")"
 printf "   local:    scalebox %5s MB/s   cp + sync    %5s MB/s   ratio %s (verified copy vs cp)\n" "$loc_sb" "$loc_cp" "$(ratio "$loc_sb" "$loc_cp")"
 cmp "$work/data.bin" "$work/back-sb.bin" && echo "   round trip verified"
