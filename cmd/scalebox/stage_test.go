@@ -8,10 +8,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/scalebox-hpc/scalebox/slurm/slurmtest"
+	"github.com/scalebox-hpc/scalebox/staging"
 	"github.com/scalebox-hpc/scalebox/staging/stagingtest"
 )
 
@@ -267,4 +269,59 @@ modules:
 	if got := queryInt(t, db, q, "second"); got != 0 {
 		t.Errorf("second: %d bytes from the source, want 0 (a cache hit)", got)
 	}
+}
+
+// `stage cp` killed (SIGKILL) half-way through a download from the real
+// sshd, then run again: it resumes from the chunks it had recorded, reads
+// only the rest from the site, and the file verifies.
+func TestStageCopyKilledResumes(t *testing.T) {
+	site, _ := stagingtest.SFTPDir(t)
+	u, auth := stagingtest.SFTP(t)
+	data := stagingtest.Pattern(256 << 20)
+	stagingtest.Put(t, site, "big.bin", data)
+	u.Path = strings.TrimSuffix(u.Path, "/") + "/" + strings.NewReplacer("/", "_", " ", "_").Replace(t.Name()) + "/big.bin"
+	dir := t.TempDir()
+	dst := "file://" + dir + "/big.bin"
+	args := []string{"stage", "cp", "--json", "--key", auth.KeyFile, "--host-key", auth.HostKey, u.String(), dst}
+	cmd := exec.Command(binary, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(dir, staging.PartName("big.bin")+".json")
+	var recorded int
+	deadline := time.Now().Add(time.Minute)
+	for recorded < 4 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("no 4 chunks recorded within a minute")
+		}
+		var st struct {
+			States []string `json:"sha256_states"`
+		}
+		if b, err := os.ReadFile(state); err == nil && json.Unmarshal(b, &st) == nil {
+			recorded = len(st.States)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if _, err := os.Stat(filepath.Join(dir, "big.bin")); err == nil {
+		t.Fatal("the copy finished before it was killed (4 of 32 chunks were recorded when the kill was sent)")
+	}
+	r := sb(t, time.Minute, args...)
+	var res struct {
+		Size, Bytes, Resumed int64
+		SHA256               string
+	}
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &res) != nil {
+		t.Fatalf("second run: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if res.Resumed < int64(recorded)*staging.ChunkSize || res.Bytes != res.Size-res.Resumed {
+		t.Errorf("resumed %d bytes and read %d of %d; want at least the %d chunks seen recorded kept, and only the rest read", res.Resumed, res.Bytes, res.Size, recorded)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "big.bin"))
+	if err != nil || res.SHA256 != stagingtest.SHA256(data) || stagingtest.SHA256(got) != res.SHA256 {
+		t.Errorf("the resumed file does not verify: %v", err)
+	}
+	t.Logf("killed after %d chunks; resumed %d MiB, read %d MiB", recorded, res.Resumed>>20, res.Bytes>>20)
 }
