@@ -41,6 +41,22 @@ const (
 // node without a container.
 const HostImage = "host"
 
+// Built-in modules: base_image builtin:NAME runs no user code; the pilot
+// does the work itself (see docs/staging.md).
+const (
+	BuiltinPrefix   = "builtin:"
+	BuiltinDirList  = "dir-list"  // body: a directory under source_url; emits each file in it
+	BuiltinFileCopy = "file-copy" // body: a file; copies source_url/body to target_url/body
+)
+
+// Builtin is the module's built-in name, or "" for user code.
+func (m *Module) Builtin() string {
+	if name, ok := strings.CutPrefix(m.BaseImage, BuiltinPrefix); ok {
+		return name
+	}
+	return ""
+}
+
 // Module is one algorithm of an app.
 type Module struct {
 	Name      string `json:"name"`

@@ -462,6 +462,12 @@ func (p *parser) module(k, v *yaml.Node) (*Module, []*yaml.Node) {
 	}, map[string]string{"variables": "arguments", "hosts": "slots", "sink_jobs": "sink_modules", "paths": "volumes"})
 	if m.BaseImage == "" {
 		p.errf(k, "%s: missing required key \"base_image\" (an image path, or %q to run on the node)", what, HostImage)
+	} else if strings.HasPrefix(m.BaseImage, BuiltinPrefix) {
+		switch b := m.Builtin(); b {
+		case BuiltinDirList, BuiltinFileCopy:
+		default:
+			p.errf(imageNode, "%s: unknown built-in module %q (want %s%s or %s%s)", what, b, BuiltinPrefix, BuiltinDirList, BuiltinPrefix, BuiltinFileCopy)
+		}
 	} else if m.BaseImage != HostImage {
 		// An image path is relative to the app's directory. Slots start it
 		// on the nodes, so a missing file here is a warning (the nodes may
@@ -474,6 +480,9 @@ func (p *parser) module(k, v *yaml.Node) (*Module, []*yaml.Node) {
 		}
 	}
 	p.moduleSettings(m)
+	if b := m.Builtin(); b != "" && m.TaskBatchSize > 1 {
+		p.errf(imageNode, "%s: built-in %s takes one task at a time (task_batch_size %d)", what, b, m.TaskBatchSize)
+	}
 	return m, sinkNodes
 }
 

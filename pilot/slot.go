@@ -71,7 +71,7 @@ func (s *slot) mod() *dataflow.Module { return s.pm.Module }
 
 // container is true for modules with an image.
 func (s *slot) container() bool {
-	return s.mod().BaseImage != dataflow.HostImage && s.mod().BaseImage != ""
+	return s.mod().BaseImage != dataflow.HostImage && s.mod().BaseImage != "" && s.mod().Builtin() == ""
 }
 
 // prepare creates the slot's private directories.
@@ -189,6 +189,8 @@ func (s *slot) start(ctx context.Context) (executor, error) {
 		}
 		s.p.log.Info("slot container started", "slot", s.id, "image", s.mod().BaseImage, "os", cx.hello.OS)
 		x = cx
+	} else if b := s.mod().Builtin(); b != "" {
+		x = &builtinExecutor{s: s, name: b}
 	} else {
 		x = s.hostExecutor()
 	}
@@ -460,14 +462,16 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 		res.ExitCode, res.SystemErr = dataflow.ExitLost, "pilot stopping: task killed"
 	}
 	out := resp.Outputs
-	onNode := false
+	onNode := out.DataOnNode
 	if exitCode(res, out) == 0 {
-		if onNode, err = s.stageOut(ctx, tasks, st); err != nil {
+		var staged bool
+		if staged, err = s.stageOut(ctx, tasks, st); err != nil {
 			// Its outputs did not all arrive: the attempt failed, and its
 			// messages must not go out.
 			res.ExitCode, res.SystemErr, out.StatusCode = stageFailure(err).ExitCode, err.Error(), nil
 			onNode = false
 		}
+		onNode = onNode || staged
 	}
 	s.cleanup(st)
 	s.finish(tasks, res, out, st.stats, onNode)

@@ -135,12 +135,12 @@ func (s *slot) headerEnv(name string) string {
 
 // copy moves one file between tiers and returns the bytes sent.
 func (s *slot) copy(ctx context.Context, from, to staging.URL) (int64, error) {
-	src, fname, err := s.p.tiers.Open(ctx, from)
+	src, fname, err := s.p.tiers.Open(ctx, from, staging.Read)
 	if err != nil {
 		return 0, err
 	}
 	defer src.Close()
-	dst, tname, err := s.p.tiers.Open(ctx, to)
+	dst, tname, err := s.p.tiers.Open(ctx, to, staging.Write)
 	if err != nil {
 		return 0, err
 	}
@@ -172,7 +172,7 @@ func (s *slot) fromCache(ctx context.Context, from staging.URL, to string) (int6
 	if err != nil {
 		return 0, err
 	}
-	src, name, err := s.p.tiers.Open(ctx, from)
+	src, name, err := s.p.tiers.Open(ctx, from, staging.Read)
 	if err != nil {
 		return 0, err
 	}

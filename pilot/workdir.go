@@ -52,7 +52,10 @@ const (
 
 // Outputs is what the interface files said.
 type Outputs struct {
-	Messages    []dataflow.Message
+	Messages []dataflow.Message
+	// DataOnNode: a built-in wrote to a tier of this node (as stage_out
+	// to local: does).
+	DataOnNode  bool
 	Timestamps  []dataflow.Timestamp
 	Deferred    []dataflow.StateOp
 	InputBytes  int64

@@ -27,6 +27,12 @@ func OpenDir(dir string) (*DirStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("staging store %s: %w", dir, err)
 	}
+	return OpenExistingDir(dir)
+}
+
+// OpenExistingDir opens the store rooted at dir, which must exist: a
+// source is read where it is, never created by looking at it.
+func OpenExistingDir(dir string) (*DirStore, error) {
 	r, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("staging store %s: %w", dir, err)

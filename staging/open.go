@@ -48,22 +48,44 @@ func NodeTiers(host string) Tiers {
 // (local: or mem:), which no other node can read.
 func (u URL) OnNode() bool { return u.Scheme == SchemeLocal || u.Scheme == SchemeMem }
 
+// Access says whether a store is opened to write (its directory is
+// created) or to read (it must exist).
+type Access bool
+
+const (
+	Read  Access = false
+	Write Access = true
+)
+
 // Open opens the store holding u's file (its directory) and returns the
 // file's name in it. The caller closes the store.
-func (t Tiers) Open(ctx context.Context, u URL) (Store, string, error) {
+func (t Tiers) Open(ctx context.Context, u URL, a Access) (Store, string, error) {
 	dir, name := path.Split(u.Path)
 	if name == "" {
 		return nil, "", fmt.Errorf("%s: names a directory, want a file", u)
+	}
+	s, err := t.OpenDir(ctx, u, dir, a)
+	return s, name, err
+}
+
+// OpenDir opens the store rooted at dir, a directory of u's scheme and
+// site (for listing a tree).
+func (t Tiers) OpenDir(ctx context.Context, u URL, dir string, a Access) (Store, error) {
+	local := func(d string) (Store, error) {
+		if a == Write {
+			return OpenDir(d)
+		}
+		return OpenExistingDir(d)
 	}
 	var s Store
 	var err error
 	switch u.Scheme {
 	case SchemeFile:
-		s, err = OpenDir(dir)
+		s, err = local(dir)
 	case SchemeLocal:
-		s, err = OpenDir(filepath.Join(t.Local, dir))
+		s, err = local(filepath.Join(t.Local, dir))
 	case SchemeMem:
-		s, err = OpenDir(filepath.Join(t.Mem, dir))
+		s, err = local(filepath.Join(t.Mem, dir))
 	case SchemeSFTP:
 		u.Path = dir
 		s, err = DialSFTP(ctx, u, t.SFTP)
@@ -71,7 +93,7 @@ func (t Tiers) Open(ctx context.Context, u URL) (Store, string, error) {
 		err = fmt.Errorf("%s: unknown scheme %q", u, u.Scheme)
 	}
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
-	return s, name, nil
+	return s, nil
 }

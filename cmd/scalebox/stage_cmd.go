@@ -32,12 +32,12 @@ func stageCommand() *cli.Command {
 }
 
 // openURL opens the store holding raw's file and the file's name in it.
-func openURL(ctx context.Context, raw string, tiers staging.Tiers) (staging.Store, string, error) {
+func openURL(ctx context.Context, raw string, tiers staging.Tiers, a staging.Access) (staging.Store, string, error) {
 	u, err := staging.ParseURL(raw)
 	if err != nil {
 		return nil, "", err
 	}
-	return tiers.Open(ctx, u)
+	return tiers.Open(ctx, u, a)
 }
 
 func stageCopy(c *cli.Context) error {
@@ -46,12 +46,12 @@ func stageCopy(c *cli.Context) error {
 	}
 	tiers := staging.NodeTiers(os.Getenv("HOST_NAME")) // inside a slot: the pilot's node name
 	tiers.SFTP = staging.SFTPAuth{KeyFile: c.String("key"), HostKey: c.String("host-key"), KnownHosts: c.String("known-hosts")}
-	src, from, err := openURL(c.Context, c.Args().Get(0), tiers)
+	src, from, err := openURL(c.Context, c.Args().Get(0), tiers, staging.Read)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}
 	defer src.Close()
-	dst, to, err := openURL(c.Context, c.Args().Get(1), tiers)
+	dst, to, err := openURL(c.Context, c.Args().Get(1), tiers, staging.Write)
 	if err != nil {
 		return withCode(exitUsage, err)
 	}

@@ -50,72 +50,83 @@ func TestStageCopy(t *testing.T) {
 	}
 }
 
-// examples/dir-copy over the real sshd: every file arrives and its digest
-// matches the source; exec records carry the staged bytes; each digest
-// task is bound to the node holding its input; a missing source file
-// fails its task with 125 and a note naming the URL, and sends nothing on.
+// examples/dir-copy over the real sshd: a tree (with subdirectories) is
+// listed and copied by the built-in modules and digested on the node;
+// every digest matches the source, and the exec records carry the bytes
+// copied and staged.
 func TestDirCopyExample(t *testing.T) {
 	site, dir := stagingtest.SFTPDir(t)
 	u, auth := stagingtest.SFTP(t)
-	sizes := map[string]int{"a.dat": 3<<20 + 5, "b.dat": 1, "c.dat": 70 << 10}
+	sizes := map[string]int{"a.dat": 3<<20 + 5, "sub/b.dat": 1, "sub/deeper/c.dat": 70 << 10}
 	sums := map[string]string{}
-	var names []string
 	for name, n := range sizes {
 		data := stagingtest.Pattern(n)
 		data[0] = name[0] // files differ
-		stagingtest.Put(t, site, name, data)
+		stagingtest.Put(t, site, "tree/"+name, data)
 		sums[name] = stagingtest.SHA256(data)
-		names = append(names, name)
 	}
-	list := filepath.Join(t.TempDir(), "files.txt")
-	os.WriteFile(list, []byte(strings.Join(names, "\n")+"\nmissing.dat\n"), 0o644)
-	out := t.TempDir()
-	u.Path = dir
+	shared, out := t.TempDir(), t.TempDir()
+	u.Path = dir + "/tree"
 	t.Setenv("SOURCE_URL", u.String())
+	t.Setenv("SHARED_DIR", shared)
 	t.Setenv("OUT_DIR", out)
-	t.Setenv("FILES", list)
 	t.Setenv("SCALEBOX_SFTP_KEY", auth.KeyFile)
 	t.Setenv("SCALEBOX_SFTP_HOST_KEY", auth.HostKey)
 	t.Setenv("SCALEBOX_LOCAL_ROOT", t.TempDir())
 	state := stateDir(t)
 	r := sbd(t, 2*time.Minute, "--state-dir", state, "run", "--pilots", "2", examples("dir-copy"))
-	if r.code == 0 || !strings.Contains(r.stdout+r.stderr, "FAILED") {
-		t.Fatalf("run: exit %d, want FAILED for the missing file\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	if r.code != 0 {
+		t.Fatalf("run: exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	for name, sum := range sums {
 		got, err := os.ReadFile(filepath.Join(out, name+".sha256"))
 		if err != nil || strings.TrimSpace(string(got)) != sum {
 			t.Errorf("%s: digest %q (%v), want the source's %s", name, got, err, sum)
 		}
+		if copied, err := os.ReadFile(filepath.Join(shared, name)); err != nil || stagingtest.SHA256(copied) != sum {
+			t.Errorf("%s: the shared copy does not match the source (%v)", name, err)
+		}
 	}
 	db := openDB(t, state)
+	q := func(module, col string) string {
+		return `SELECT e.` + col + ` FROM task_execs e JOIN tasks t ON t.id = e.task_id JOIN modules m ON m.id = t.module_id
+			WHERE m.name = '` + module + `' AND t.body = ? AND e.exit_code = 0`
+	}
 	for name, n := range sizes {
-		for _, q := range []string{
-			`SELECT e.stage_in_bytes FROM task_execs e JOIN tasks t ON t.id = e.task_id JOIN modules m ON m.id = t.module_id WHERE m.name = 'fetch' AND t.body = ? AND e.exit_code = 0`,
-			`SELECT e.stage_out_bytes FROM task_execs e JOIN tasks t ON t.id = e.task_id JOIN modules m ON m.id = t.module_id WHERE m.name = 'fetch' AND t.body = ? AND e.exit_code = 0`,
-			`SELECT e.stage_in_bytes FROM task_execs e JOIN tasks t ON t.id = e.task_id JOIN modules m ON m.id = t.module_id WHERE m.name = 'digest' AND t.body = ? AND e.exit_code = 0`,
-		} {
-			if got := queryInt(t, db, q, name); got != n {
-				t.Errorf("%s: %d bytes staged, want %d (%s)", name, got, n, q)
+		for _, c := range []struct{ module, col string }{{"copy", "input_bytes"}, {"digest", "stage_in_bytes"}} {
+			if got := queryInt(t, db, q(c.module, c.col), name); got != n {
+				t.Errorf("%s: %s %s = %d, want %d", name, c.module, c.col, got, n)
 			}
 		}
 	}
-	if n := queryInt(t, db, `SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id
-		WHERE m.name = 'digest' AND t.state = 'succeeded' AND json_extract(t.headers, '$.to_host') = json_extract(t.headers, '$.from_host')
-		AND json_extract(t.headers, '$.to_host') <> ''`); n != len(sizes) {
-		t.Errorf("%d digest tasks bound to the node holding their input, want %d", n, len(sizes))
+	if n := queryInt(t, db, `SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'list' AND t.state = 'succeeded'`); n != 1 {
+		t.Errorf("%d list tasks succeeded, want 1", n)
 	}
-	if n := queryInt(t, db, `SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'digest'`); n != len(sizes) {
-		t.Errorf("%d digest tasks, want %d (none for the missing file)", n, len(sizes))
+}
+
+// A built-in given a source that does not exist fails with 125 and a
+// note that names it; nothing is emitted.
+func TestBuiltinMissingSource(t *testing.T) {
+	t.Setenv("SOURCE_URL", "file://"+filepath.Join(t.TempDir(), "nothing-here"))
+	t.Setenv("SHARED_DIR", t.TempDir())
+	t.Setenv("OUT_DIR", t.TempDir())
+	t.Setenv("SCALEBOX_LOCAL_ROOT", t.TempDir())
+	state := stateDir(t)
+	r := sbd(t, 2*time.Minute, "--state-dir", state, "run", "--pilots", "1", examples("dir-copy"))
+	if r.code == 0 {
+		t.Fatalf("run of a missing source succeeded\n%s", r.stdout)
 	}
-	var note string
+	db := openDB(t, state)
 	var code int
-	err := db.QueryRow(`SELECT e.exit_code, e.note FROM task_execs e JOIN tasks t ON t.id = e.task_id WHERE t.body = 'missing.dat' ORDER BY e.id DESC LIMIT 1`).Scan(&code, &note)
-	if err != nil || code != 125 || !strings.Contains(note, "missing.dat") || !strings.Contains(note, "stage_in") {
-		t.Errorf("missing source: exit %d, note %q (%v); want 125 and a note naming stage_in and the file", code, note, err)
+	var note string
+	if err := db.QueryRow(`SELECT exit_code, note FROM task_execs ORDER BY id LIMIT 1`).Scan(&code, &note); err != nil {
+		t.Fatal(err)
 	}
-	if n := queryInt(t, db, `SELECT count(*) FROM task_execs e JOIN tasks t ON t.id = e.task_id WHERE t.body = 'missing.dat'`); n != 3 {
-		t.Errorf("missing source ran %d times, want 3 (retry_rules ['125:2'])", n)
+	if code != 125 || !strings.Contains(note, "built-in dir-list") || !strings.Contains(note, "nothing-here") {
+		t.Errorf("exit %d, note %q; want 125 and a note naming the built-in and the source", code, note)
+	}
+	if n := queryInt(t, db, "SELECT count(*) FROM tasks"); n != 1 {
+		t.Errorf("%d tasks, want only the list task", n)
 	}
 }
 
