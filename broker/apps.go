@@ -138,7 +138,7 @@ func (b *Broker) CreateApp(ctx context.Context, app *dataflow.App, extra []dataf
 			if !ok {
 				return fmt.Errorf("start task %q: module %q does not exist", msg.Body, msg.Module)
 			}
-			rs = append(rs, resolved{Message: msg, appID: appID, moduleID: id})
+			rs = append(rs, resolved{Message: msg, appID: appID, moduleID: id, def: app.Module(msg.Module)})
 		}
 		if _, err := b.insertTasks(tx, rs, now); err != nil {
 			return err

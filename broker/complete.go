@@ -182,6 +182,9 @@ func (b *Broker) completeBatch(tx *sql.Tx, now time.Time, pilotID int64, cs []da
 			}
 		}
 		execs = append(execs, newExecRow(t, pilotID, c, len(msgs)))
+		if err := recordCached(tx, t.appID, c, ms(now)); err != nil {
+			return nil, err
+		}
 		res.Status = dataflow.ReportAccepted
 		results[i] = res
 	}
@@ -227,6 +230,9 @@ type appOp struct {
 type resolved struct {
 	dataflow.Message
 	appID, moduleID int64
+	// def is the target module, when the broker's cache does not have it
+	// yet (an app's start tasks, inserted with the app).
+	def *dataflow.Module
 }
 
 // resolveMessages gives each emitted message its destination module and
@@ -360,4 +366,24 @@ func insertExecs(tx *sql.Tx, rows []execRow) error {
 			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted, image,
 			stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms)`, "", 24, vals)
 	return err
+}
+
+// recordCached notes what an attempt left in or evicted from its node's
+// cache. A stale row only costs a preference that does not pay off.
+func recordCached(tx *sql.Tx, appID int64, c dataflow.Completion, now int64) error {
+	if c.Host == "" {
+		return nil
+	}
+	for _, k := range c.Cached {
+		if _, err := tx.Exec(`INSERT INTO cached (app_id, host, data_key, at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (app_id, host, data_key) DO UPDATE SET at = excluded.at`, appID, c.Host, k, now); err != nil {
+			return err
+		}
+	}
+	for _, k := range c.Uncached {
+		if _, err := tx.Exec(`DELETE FROM cached WHERE app_id = ? AND host = ? AND data_key = ?`, appID, c.Host, k); err != nil {
+			return err
+		}
+	}
+	return nil
 }

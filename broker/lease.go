@@ -65,9 +65,20 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 		now := b.now()
 		deadline := ms(now.Add(req.TTL))
 		for _, t := range targets {
-			ids, err := pickReady(tx, t.id, req.Host, t.max)
-			if err != nil || len(ids) == 0 {
+			// Tasks whose input this node caches first, then any.
+			ids, err := pickCached(tx, req.AppID, t.id, req.Host, t.max, b.module(t.id))
+			if err != nil {
 				return err
+			}
+			if len(ids) < t.max {
+				more, err := pickReady(tx, t.id, req.Host, t.max, ids)
+				if err != nil {
+					return err
+				}
+				ids = append(ids, more...)
+			}
+			if len(ids) == 0 {
+				continue
 			}
 			var rows *sql.Rows
 			if len(ids) == 1 {
@@ -122,10 +133,49 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 	return out, nil
 }
 
-// pickReady returns the ids of up to max ready tasks of a module that may
-// run on host, in dispatch order.
-func pickReady(tx *sql.Tx, moduleID int64, host string, max int) ([]int64, error) {
+// pickReady returns the ids of up to max-len(taken) ready tasks of a
+// module that may run on host, in dispatch order, other than taken.
+func pickReady(tx *sql.Tx, moduleID int64, host string, max int, taken []int64) ([]int64, error) {
+	skip := make(map[int64]bool, len(taken))
+	for _, id := range taken {
+		skip[id] = true
+	}
 	rows, err := tx.Query(leasePick, moduleID, host, max)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		if !skip[id] && len(ids)+len(taken) < max {
+			ids = append(ids, id)
+		}
+	}
+	return ids, rows.Err()
+}
+
+// leasePickCached is the dispatch query for the tasks whose input the
+// asking node caches. It goes from the node's cache records (its 1000
+// most recent: what is likely still there) to the ready tasks of each
+// key through their partial index — CROSS JOIN keeps that order, so the
+// cost follows the node's cache, not the module's backlog.
+const leasePickCached = `SELECT t.id FROM
+	(SELECT data_key FROM cached WHERE app_id = ?4 AND host = ?2 ORDER BY at DESC LIMIT 1000) c
+	CROSS JOIN tasks t ON t.module_id = ?1 AND t.data_key = c.data_key AND t.state = 'ready' AND t.data_key <> ''
+	WHERE (t.to_host = '' OR t.to_host = ?2)
+	ORDER BY t.sort_tag, t.id LIMIT ?3`
+
+// pickCached returns up to max ready tasks of the module whose input the
+// host's cache holds, for modules that cache their inputs.
+func pickCached(tx *sql.Tx, appID, moduleID int64, host string, max int, m *moduleInfo) ([]int64, error) {
+	if m == nil || !m.def.StageCache || len(m.def.StageIn) == 0 || host == "" {
+		return nil, nil
+	}
+	rows, err := tx.Query(leasePickCached, moduleID, host, max, appID)
 	if err != nil {
 		return nil, err
 	}

@@ -16,27 +16,27 @@ import (
 // or repeatable=yes (a new task with the same body). Plain messages go
 // through insertTasks' multi-row path. It reports whether a task became
 // ready.
-func (b *Broker) insertSpecial(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
-	ok, err := insertSpecial(tx, appID, moduleID, msg, now)
+func (b *Broker) insertSpecial(tx *sql.Tx, m resolved, now int64) (bool, error) {
+	ok, err := insertSpecial(tx, m.appID, m.moduleID, m.Message, b.dataKey(m), now)
 	if ok {
-		b.markReady(moduleID)
+		b.markReady(m.moduleID)
 	}
 	return ok, err
 }
 
-func insertSpecial(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now int64) (bool, error) {
+func insertSpecial(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, dataKey string, now int64) (bool, error) {
 	h := msg.Headers
 	hj := h.JSON()
 	sortTag, toHost := h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost]
 	if strings.EqualFold(h[dataflow.HeaderRepeatable], "yes") {
-		_, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, seq, headers, state, sort_tag, to_host, created_at, updated_at)
-			VALUES (?, ?, ?, (SELECT coalesce(max(seq) + 1, 0) FROM tasks WHERE module_id = ? AND body = ?), ?, 'ready', ?, ?, ?, ?)`,
-			appID, moduleID, msg.Body, moduleID, msg.Body, hj, sortTag, toHost, now, now)
+		_, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, seq, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
+			VALUES (?, ?, ?, (SELECT coalesce(max(seq) + 1, 0) FROM tasks WHERE module_id = ? AND body = ?), ?, 'ready', ?, ?, ?, ?, ?)`,
+			appID, moduleID, msg.Body, moduleID, msg.Body, hj, sortTag, toHost, dataKey, now, now)
 		return err == nil, err
 	}
-	res, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, created_at, updated_at)
-		VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?) ON CONFLICT (module_id, body, seq) DO NOTHING`,
-		appID, moduleID, msg.Body, hj, sortTag, toHost, now, now)
+	res, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
+		VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?) ON CONFLICT (module_id, body, seq) DO NOTHING`,
+		appID, moduleID, msg.Body, hj, sortTag, toHost, dataKey, now, now)
 	if err != nil {
 		return false, err
 	}
@@ -48,11 +48,11 @@ func insertSpecial(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, now 
 	}
 	// OVERWRITE: new headers for the next attempt; an ended task runs again
 	// with fresh retry counts. A task being run keeps its current attempt.
-	res, err = tx.Exec(`UPDATE tasks SET headers = ?, sort_tag = ?, to_host = ?, updated_at = ?,
+	res, err = tx.Exec(`UPDATE tasks SET headers = ?, sort_tag = ?, to_host = ?, data_key = ?, updated_at = ?,
 			state = CASE WHEN state IN ('succeeded','failed','cancelled') THEN 'ready' ELSE state END,
 			exit_code = CASE WHEN state IN ('succeeded','failed','cancelled') THEN NULL ELSE exit_code END,
 			fail_counts = CASE WHEN state IN ('succeeded','failed','cancelled') THEN '{}' ELSE fail_counts END
-		WHERE module_id = ? AND body = ? AND seq = 0`, hj, sortTag, toHost, now, moduleID, msg.Body)
+		WHERE module_id = ? AND body = ? AND seq = 0`, hj, sortTag, toHost, dataKey, now, moduleID, msg.Body)
 	if err != nil {
 		return false, err
 	}
@@ -72,7 +72,7 @@ func (b *Broker) insertTasks(tx *sql.Tx, msgs []resolved, now int64) (int, error
 		}
 		h := m.Headers
 		if strings.EqualFold(h[dataflow.HeaderRepeatable], "yes") || strings.EqualFold(h[dataflow.HeaderConflictAction], "OVERWRITE") {
-			ok, err := b.insertSpecial(tx, m.appID, m.moduleID, m.Message, now)
+			ok, err := b.insertSpecial(tx, m, now)
 			if err != nil {
 				return n, err
 			}
@@ -81,12 +81,12 @@ func (b *Broker) insertTasks(tx *sql.Tx, msgs []resolved, now int64) (int, error
 			}
 			continue
 		}
-		plain = append(plain, []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], now, now})
+		plain = append(plain, []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], b.dataKey(m), now, now})
 		b.markReady(m.moduleID)
 	}
-	k, err := bulkInsert(tx, `INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, created_at, updated_at)
-		SELECT column1, column2, column3, column4, 'ready', column5, column6, column7, column8 FROM (`,
-		`) WHERE true ON CONFLICT (module_id, body, seq) DO NOTHING`, 8, plain)
+	k, err := bulkInsert(tx, `INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
+		SELECT column1, column2, column3, column4, 'ready', column5, column6, column7, column8, column9 FROM (`,
+		`) WHERE true ON CONFLICT (module_id, body, seq) DO NOTHING`, 9, plain)
 	return n + int(k), err
 }
 
@@ -245,4 +245,18 @@ func (b *Broker) HasReady(ctx context.Context, appID int64, module string) (bool
 	var n int
 	err := b.r.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM tasks WHERE module_id = ? AND state = 'ready')", id).Scan(&n)
 	return n == 1, err
+}
+
+// dataKey is a new task's cacheable input, for locality (dataflow.Module.DataKey).
+func (b *Broker) dataKey(m resolved) string {
+	def := m.def
+	if def == nil {
+		if mi := b.module(m.moduleID); mi != nil {
+			def = mi.def
+		}
+	}
+	if def == nil || len(def.StageIn) == 0 {
+		return ""
+	}
+	return def.DataKey(m.Body, m.Headers)
 }

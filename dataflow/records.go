@@ -58,6 +58,11 @@ type Completion struct {
 	// mem:), which only that node can read; the next modules that stage
 	// in from such a tier run there.
 	DataOnNode bool `json:"data_on_node,omitempty"`
+	// Cached and Uncached are data keys (Module.DataKey) of inputs the
+	// attempt left in, or evicted from, its node's cache: the head's
+	// record of what is where, for dispatch to prefer that node.
+	Cached   []string `json:"cached,omitempty"`
+	Uncached []string `json:"uncached,omitempty"`
 }
 
 // Stage is what an attempt moved through its module's stage_in and

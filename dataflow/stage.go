@@ -1,6 +1,8 @@
 package dataflow
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 )
@@ -154,4 +156,43 @@ func (m *Module) ReadsNodeTier() bool {
 		}
 	}
 	return false
+}
+
+// DataKey names a task's first cacheable input (a stage_in from a shared
+// or remote URL) for the head's record of which node caches what: a hash
+// of the URL as its template expands from the module's definition and the
+// task's headers. "" when the module caches nothing, or the template
+// needs a value only a node has (an environment variable there).
+func (m *Module) DataKey(body string, h Headers) string {
+	if !m.StageCache {
+		return ""
+	}
+	in, _, err := TaskStageSpecs(m, h)
+	if err != nil {
+		return ""
+	}
+	env := func(k string) string {
+		for _, kv := range m.Environments {
+			if name, v, ok := strings.Cut(kv, "="); ok && name == k {
+				return v
+			}
+		}
+		return ""
+	}
+	for _, sp := range in {
+		u, err := ExpandTemplate(sp.From, body, h, env)
+		if err != nil {
+			return ""
+		}
+		if l := strings.ToLower(u); strings.HasPrefix(l, "file://") || strings.HasPrefix(l, "sftp://") {
+			return DataKeyOf(u)
+		}
+	}
+	return ""
+}
+
+// DataKeyOf is the key of an expanded stage_in URL.
+func DataKeyOf(url string) string {
+	sum := sha256.Sum256([]byte(url))
+	return hex.EncodeToString(sum[:12])
 }

@@ -323,7 +323,7 @@ func (s *slot) failBatch(why error) bool {
 		s.p.rep.addStarted(dataflow.Started{TaskID: t.ID, Gen: t.Gen, Slot: s.id})
 	}
 	now := time.Now()
-	s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: now, Ended: now, SystemErr: "slot did not start: " + why.Error()}, Outputs{}, dataflow.Stage{}, false)
+	s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: now, Ended: now, SystemErr: "slot did not start: " + why.Error()}, Outputs{}, nil, false)
 	return true
 }
 
@@ -431,7 +431,7 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 			fmt.Fprintf(&b, "%d,%s,%s\n", t.ID, t.Body, t.Headers.JSON())
 		}
 		if err := os.WriteFile(filepath.Join(s.host.Work, InputMessagesFile), []byte(b.String()), 0o600); err != nil {
-			s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: time.Now(), Ended: time.Now(), SystemErr: err.Error()}, Outputs{}, dataflow.Stage{}, false)
+			s.finish(tasks, Result{ExitCode: dataflow.ExitRuntime, Started: time.Now(), Ended: time.Now(), SystemErr: err.Error()}, Outputs{}, nil, false)
 			return last
 		}
 		req.Args = []string{s.x.dirs().Work + "/" + InputMessagesFile, "{}"}
@@ -441,7 +441,7 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 	st, err := s.stageIn(ctx, tasks)
 	if err != nil {
 		s.cleanup(st)
-		s.finish(tasks, stageFailure(err), Outputs{}, st.stats, false)
+		s.finish(tasks, stageFailure(err), Outputs{}, st, false)
 		return last
 	}
 	resp := s.x.run(ctx, req)
@@ -474,7 +474,7 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 		onNode = onNode || staged
 	}
 	s.cleanup(st)
-	s.finish(tasks, res, out, st.stats, onNode)
+	s.finish(tasks, res, out, st, onNode)
 	return last
 }
 
@@ -494,12 +494,13 @@ func exitCode(res Result, out Outputs) int {
 // finish turns a result and the interface files into completions. In a
 // batch, emitted messages and deferred changes ride on the first task so
 // they are sent once.
-func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs, stats dataflow.Stage, dataOnNode bool) {
+func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs, st *staged, dataOnNode bool) {
 	for i, t := range tasks {
 		c := completion(s, t, res, out, i == 0)
 		c.DataOnNode = dataOnNode
-		if i == 0 {
-			c.Stage = stats // a batch's transfers are counted once
+		if i == 0 && st != nil {
+			// A batch's transfers are counted once.
+			c.Stage, c.Cached, c.Uncached = st.stats, st.cached, st.uncached
 		}
 		s.p.rep.addCompletion(c)
 	}

@@ -19,6 +19,9 @@ import (
 type staged struct {
 	files []string // work-dir paths
 	stats dataflow.Stage
+	// cached and uncached are data keys for the head's record of what
+	// this node's cache holds (dataflow.Completion.Cached).
+	cached, uncached []string
 }
 
 // errStage marks a transfer failure: the attempt fails with
@@ -49,7 +52,8 @@ func (s *slot) stageIn(ctx context.Context, tasks []dataflow.LeasedTask) (*stage
 			}
 			var n int64
 			if s.mod().StageCache && !from.OnNode() {
-				n, err = s.fromCache(ctx, from, to)
+				raw, _ := dataflow.ExpandTemplate(sp.From, t.Body, t.Headers, s.headerEnv)
+				n, err = s.fromCache(ctx, from, dataflow.DataKeyOf(raw), to, st)
 			} else {
 				n, err = s.copy(ctx, from, s.workURL(to))
 			}
@@ -166,8 +170,9 @@ func stageFailure(err error) Result {
 
 // fromCache gives the task its own copy of a shared or remote file from
 // the node's cache, fetching it into the cache first if needed, and
-// returns the bytes read from the source (0 on a hit).
-func (s *slot) fromCache(ctx context.Context, from staging.URL, to string) (int64, error) {
+// returns the bytes read from the source (0 on a hit). key is the input's
+// data key, reported to the head with what the fetch evicted.
+func (s *slot) fromCache(ctx context.Context, from staging.URL, key, to string, st *staged) (int64, error) {
 	c, err := s.p.cache()
 	if err != nil {
 		return 0, err
@@ -179,10 +184,19 @@ func (s *slot) fromCache(ctx context.Context, from staging.URL, to string) (int6
 	h, err := c.Get(ctx, from, src, name)
 	src.Close()
 	s.p.usage.forget()
+	if h != nil {
+		for _, u := range h.Evicted {
+			if k, ok := s.p.dataKeys.LoadAndDelete(u); ok {
+				st.uncached = append(st.uncached, k.(string))
+			}
+		}
+	}
 	if err != nil {
 		return 0, err
 	}
 	defer h.Release()
+	s.p.dataKeys.Store(from.String(), key)
+	st.cached = append(st.cached, key)
 	if _, err := staging.CopyOut(h, filepath.Join(s.host.Work, filepath.FromSlash(to))); err != nil {
 		return 0, err
 	}

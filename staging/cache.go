@@ -61,6 +61,8 @@ type Hit struct {
 	Path    string // the cached file, to be copied (never written to)
 	Fetched bool   // false: it was already here (a cache hit)
 	Bytes   int64  // read from the source for this call
+	// Evicted are the URLs of the entries removed to make room for it.
+	Evicted []string
 	key     string
 	c       *Cache
 }
@@ -95,9 +97,11 @@ func (c *Cache) Get(ctx context.Context, u URL, src Store, name string) (*Hit, e
 			return h, nil
 		}
 	}
-	if err := c.makeRoom(ctx, info.Size, key); err != nil {
+	evicted, err := c.makeRoom(ctx, info.Size, key)
+	h.Evicted = evicted
+	if err != nil {
 		h.Release()
-		return nil, err
+		return h, err
 	}
 	res, err := Copy(ctx, src, name, c.store, key, nil)
 	if err != nil {
@@ -182,7 +186,7 @@ func (c *Cache) files() []cachedFile {
 
 // makeRoom evicts unpinned entries, least recently used first, until need
 // more bytes fit under the quota and in the filesystem's free space.
-func (c *Cache) makeRoom(ctx context.Context, need int64, except string) error {
+func (c *Cache) makeRoom(ctx context.Context, need int64, except string) (evicted []string, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	files := c.files()
@@ -196,19 +200,22 @@ func (c *Cache) makeRoom(ctx context.Context, need int64, except string) error {
 	}
 	for _, f := range files {
 		if fits() {
-			return nil
+			return evicted, nil
 		}
 		if c.pins[f.key] > 0 || f.key == except {
 			continue
+		}
+		if e, ok := c.entry(f.key); ok {
+			evicted = append(evicted, e.URL)
 		}
 		os.Remove(filepath.Join(c.dir, f.key))
 		os.Remove(c.meta(f.key))
 		used -= f.size
 	}
 	if fits() {
-		return nil
+		return evicted, nil
 	}
-	return fmt.Errorf("cache %s: %w: need %d bytes, %d of quota %d used by entries tasks are using", c.dir, ErrNoSpace, need, used, c.quota)
+	return evicted, fmt.Errorf("cache %s: %w: need %d bytes, %d of quota %d used by entries tasks are using", c.dir, ErrNoSpace, need, used, c.quota)
 }
 
 // CopyOut copies a cached file to dst (a work-dir path) and syncs it:

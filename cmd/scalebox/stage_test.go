@@ -280,6 +280,11 @@ modules:
 	if got := queryInt(t, db, q, "second"); got != 0 {
 		t.Errorf("second: %d bytes from the source, want 0 (a cache hit)", got)
 	}
+	// The head knows this node caches the input, under the key both
+	// modules' tasks carry.
+	if n := queryInt(t, db, `SELECT count(*) FROM cached c JOIN tasks t ON t.data_key = c.data_key AND c.host = (SELECT host FROM pilots LIMIT 1)`); n != 2 {
+		t.Errorf("%d tasks whose input the head records as cached on their node, want 2", n)
+	}
 }
 
 // `stage cp` killed (SIGKILL) half-way through a download from the real
