@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Cache keeps verified copies of shared and remote files on a node tier,
@@ -65,10 +67,17 @@ type Hit struct {
 	Evicted []string
 	key     string
 	c       *Cache
+	// f is the entry, open: another pilot on the node may evict it, and
+	// an open file outlives its name.
+	f *os.File
 }
 
 // Release unpins the entry; it may be evicted from then on.
 func (h *Hit) Release() {
+	if h.f != nil {
+		h.f.Close()
+		h.f = nil
+	}
 	h.c.mu.Lock()
 	if h.c.pins[h.key]--; h.c.pins[h.key] <= 0 {
 		delete(h.c.pins, h.key)
@@ -79,7 +88,9 @@ func (h *Hit) Release() {
 // Get returns the entry for u, whose file is name in src: the cached copy
 // if the source still has the size and mtime it had when fetched, else a
 // fresh verified copy (Copy: resumable, renamed when verified). The entry
-// is pinned until Release.
+// is pinned until Release. Fetches of one entry are serialised, across
+// slots and across pilots sharing the node (a lock file per entry), so two
+// tasks needing the same input fetch it once.
 func (c *Cache) Get(ctx context.Context, u URL, src Store, name string) (*Hit, error) {
 	key := Key(u)
 	info, err := src.Stat(ctx, name)
@@ -90,31 +101,65 @@ func (c *Cache) Get(ctx context.Context, u URL, src Store, name string) (*Hit, e
 	c.pins[key]++
 	c.mu.Unlock()
 	h := &Hit{Path: filepath.Join(c.dir, key), key: key, c: c}
+	fail := func(err error) (*Hit, error) {
+		h.Release()
+		return h, err
+	}
+	unlock, err := lockFile(ctx, filepath.Join(c.dir, "."+key+".lock"))
+	if err != nil {
+		return fail(fmt.Errorf("cache %s: %w", u, err))
+	}
+	defer unlock()
 	if e, ok := c.entry(key); ok && e.URL == u.String() && e.Size == info.Size && e.MTime.Equal(info.ModTime) {
-		if _, err := os.Stat(h.Path); err == nil {
+		if h.f, err = os.Open(h.Path); err == nil {
 			now := time.Now()
 			os.Chtimes(c.meta(key), now, now) // recently used
 			return h, nil
 		}
 	}
-	evicted, err := c.makeRoom(ctx, info.Size, key)
-	h.Evicted = evicted
-	if err != nil {
-		h.Release()
-		return h, err
+	if h.Evicted, err = c.makeRoom(ctx, info.Size, key); err != nil {
+		return fail(err)
 	}
 	res, err := Copy(ctx, src, name, c.store, key, nil)
 	if err != nil {
-		h.Release()
-		return nil, err
+		return fail(err)
 	}
 	os.Chmod(h.Path, 0o400) // tasks get copies; nothing writes the entry
 	if err := c.writeEntry(key, cacheEntry{URL: u.String(), Size: info.Size, MTime: info.ModTime, SHA256: res.SHA256}); err != nil {
-		h.Release()
-		return nil, err
+		return fail(err)
+	}
+	if h.f, err = os.Open(h.Path); err != nil {
+		return fail(err)
 	}
 	h.Fetched, h.Bytes = true, res.Bytes
 	return h, nil
+}
+
+// lockFile takes an exclusive flock on path (created), waiting while
+// another holder has it, until ctx ends.
+func lockFile(ctx context.Context, path string) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	wait := time.Millisecond
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 100*time.Millisecond)
+	}
 }
 
 func (c *Cache) meta(key string) string { return filepath.Join(c.dir, key+".json") }
@@ -221,11 +266,12 @@ func (c *Cache) makeRoom(ctx context.Context, need int64, except string) (evicte
 // CopyOut copies a cached file to dst (a work-dir path) and syncs it:
 // a plain copy, as cp makes, for the entry was verified when fetched.
 func CopyOut(h *Hit, dst string) (int64, error) {
-	in, err := os.Open(h.Path)
-	if err != nil {
+	if h.f == nil {
+		return 0, fmt.Errorf("copy %s from the cache: entry released", dst)
+	}
+	if _, err := h.f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
-	defer in.Close()
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return 0, err
 	}
@@ -234,7 +280,7 @@ func CopyOut(h *Hit, dst string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	n, err := io.Copy(out, in) // copy_file_range on Linux, as cp uses
+	n, err := io.Copy(out, h.f) // copy_file_range on Linux, as cp uses
 	if err == nil {
 		err = out.Sync()
 	}

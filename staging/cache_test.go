@@ -3,9 +3,13 @@ package staging_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -188,4 +192,64 @@ func BenchmarkCacheHitVsCp(b *testing.B) {
 	b.ReportMetric(mb/tHit.Seconds(), "hit-MB/s")
 	b.ReportMetric(mb/tCp.Seconds(), "cp-MB/s")
 	b.ReportMetric(tCp.Seconds()/tHit.Seconds(), "hit/cp")
+}
+
+// countingStore counts the reads of its files.
+type countingStore struct {
+	staging.Store
+	opens *atomic.Int64
+}
+
+func (s countingStore) Open(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
+	s.opens.Add(1)
+	return s.Store.Open(ctx, name, off)
+}
+
+// Slots (and pilots: the lock is a file) asking for one input at once
+// fetch it once; every one of them gets the whole file.
+func TestCacheConcurrentGetFetchesOnce(t *testing.T) {
+	ctx := context.Background()
+	src, _ := openDir(t)
+	data := stagingtest.Pattern(5<<20 + 9)
+	stagingtest.Put(t, src, "in.bin", data)
+	dir := t.TempDir()
+	var opens atomic.Int64
+	const n = 6
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// One Cache per goroutine, as separate pilots on a node have.
+			c, err := staging.OpenCache(dir, 0)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			h, err := c.Get(ctx, cacheURL("in.bin"), countingStore{src, &opens}, "in.bin")
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer h.Release()
+			out := filepath.Join(t.TempDir(), fmt.Sprint(i))
+			if _, err := staging.CopyOut(h, out); err != nil {
+				errs <- err
+				return
+			}
+			if got, _ := os.ReadFile(out); stagingtest.SHA256(got) != stagingtest.SHA256(data) {
+				errs <- fmt.Errorf("reader %d got a different file", i)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := opens.Load(); got != 1 {
+		t.Errorf("the source was read %d times by %d concurrent readers, want once", got, n)
+	}
 }
