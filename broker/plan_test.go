@@ -30,7 +30,12 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // queryPlan returns EXPLAIN QUERY PLAN's details, one per line.
 func queryPlan(t *testing.T, b *Broker, q string, args ...any) string {
 	t.Helper()
-	rows, err := b.r.Query("EXPLAIN QUERY PLAN "+q, args...)
+	return planOn(t, b.r, q, args...)
+}
+
+func planOn(t *testing.T, db *sql.DB, q string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN QUERY PLAN "+q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,21 +92,7 @@ func TestPlansIgnoreBoundValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plain.Close()
-	plan := ""
-	rows, err := plain.Query("EXPLAIN QUERY PLAN "+probe, 1, "ready")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan += detail + "\n"
-	}
-	rows.Close()
-	if !contains(plan, "tasks_ready") {
+	if plan := planOn(t, plain, probe, 1, "ready"); !contains(plan, "tasks_ready") {
 		t.Fatalf("control: a plain connection did not use the bound value, so this probe proves nothing:\n%s", plan)
 	}
 }

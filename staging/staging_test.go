@@ -340,13 +340,7 @@ func TestCopyNoSpace(t *testing.T) {
 			if !errors.Is(err, staging.ErrNoSpace) {
 				t.Fatalf("copy: %v, want ErrNoSpace", err)
 			}
-			var left []string
-			filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-				if err == nil && !d.IsDir() {
-					left = append(left, p)
-				}
-				return nil
-			})
+			left := stagingtest.Files(t, dir)
 			if len(left) != 0 {
 				t.Fatalf("left on the target: %v", left)
 			}

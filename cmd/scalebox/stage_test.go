@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -188,13 +187,7 @@ modules:
 	if n != 2 {
 		t.Errorf("%d attempts, want 2 (retry_rules ['125:1'])", n)
 	}
-	var left []string
-	filepath.WalkDir(tier, func(p string, d fs.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			left = append(left, p)
-		}
-		return nil
-	})
+	left := stagingtest.Files(t, tier)
 	if len(left) != 0 {
 		t.Errorf("files left on the tier: %v", left)
 	}
