@@ -43,7 +43,7 @@ func ParseStageSpec(s string, in bool) (StageSpec, error) {
 	if in && !arrow {
 		*file = (*url)[strings.LastIndexAny(*url, "/:")+1:]
 	}
-	if err := checkWorkPath(*file); err != nil {
+	if err := CheckWorkPath(*file); err != nil {
 		return sp, fmt.Errorf("stage entry %q: %v", s, err)
 	}
 	for _, t := range []string{sp.From, sp.To} {
@@ -63,8 +63,10 @@ func hasStageScheme(s string) bool {
 	return false
 }
 
-// checkWorkPath refuses a WORK_DIR path that could leave the work dir.
-func checkWorkPath(p string) error {
+// CheckWorkPath refuses a WORK_DIR path that could leave the work dir.
+// Templates are checked when parsed, and their expansions again (a body
+// may hold "..").
+func CheckWorkPath(p string) error {
 	if p == "" || strings.HasPrefix(p, "/") {
 		return fmt.Errorf("%q must be a path relative to WORK_DIR", p)
 	}

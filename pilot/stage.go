@@ -46,7 +46,7 @@ func (s *slot) stageIn(ctx context.Context, tasks []dataflow.LeasedTask) (*stage
 			if err != nil {
 				return st, err
 			}
-			to, err := dataflow.ExpandTemplate(sp.To, t.Body, t.Headers, s.headerEnv)
+			to, err := s.workPath(sp.To, t)
 			if err != nil {
 				return st, errStage{fmt.Errorf("stage_in %s: %w", sp.From, err)}
 			}
@@ -79,7 +79,7 @@ func (s *slot) stageOut(ctx context.Context, tasks []dataflow.LeasedTask, st *st
 			return onNode, errStage{err}
 		}
 		for _, sp := range out {
-			from, err := dataflow.ExpandTemplate(sp.From, t.Body, t.Headers, s.headerEnv)
+			from, err := s.workPath(sp.From, t)
 			if err != nil {
 				return onNode, errStage{fmt.Errorf("stage_out %s: %w", sp.From, err)}
 			}
@@ -121,6 +121,19 @@ func (s *slot) stageURL(tmpl string, t dataflow.LeasedTask) (staging.URL, error)
 		return staging.URL{}, errStage{err}
 	}
 	return u, nil
+}
+
+// workPath fills a WORK_DIR path template and refuses a result that
+// leaves the work dir.
+func (s *slot) workPath(tmpl string, t dataflow.LeasedTask) (string, error) {
+	p, err := dataflow.ExpandTemplate(tmpl, t.Body, t.Headers, s.headerEnv)
+	if err != nil {
+		return "", err
+	}
+	if err := dataflow.CheckWorkPath(p); err != nil {
+		return "", err
+	}
+	return p, nil
 }
 
 // workURL names a file of the slot's work dir as a staging URL.

@@ -334,3 +334,45 @@ func TestStageCopyKilledResumes(t *testing.T) {
 	}
 	t.Logf("killed after %d chunks; resumed %d MiB, read %d MiB", recorded, res.Resumed>>20, res.Bytes>>20)
 }
+
+// A body that would put a staged file outside WORK_DIR ("..") is
+// refused (125, a note saying why) before anything is copied.
+func TestStageBodyCannotLeaveWorkDir(t *testing.T) {
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "in.dat"), []byte("x"), 0o644)
+	t.Setenv("SCALEBOX_LOCAL_ROOT", t.TempDir())
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	app := writeFiles(t, map[string]string{
+		"app.yaml": `name: escape
+modules:
+  m:
+    base_image: host
+    arguments: {code_path: ./m}
+    parameters: {start_task: "../../escaped.dat"}
+    stage_in: ["file://` + src + `/in.dat -> {body}"]
+`,
+		"m/run.sh": "#!/bin/sh\nexit 0\n",
+	})
+	state := stateDir(t)
+	r := sbd(t, 2*time.Minute, "--state-dir", state, "run", "--pilots", "1", app)
+	if r.code == 0 {
+		t.Fatalf("run succeeded with a body that leaves WORK_DIR\n%s", r.stdout)
+	}
+	db := openDB(t, state)
+	var code int
+	var note string
+	if err := db.QueryRow(`SELECT exit_code, note FROM task_execs LIMIT 1`).Scan(&code, &note); err != nil {
+		t.Fatal(err)
+	}
+	if code != 125 || !strings.Contains(note, "leaves WORK_DIR") {
+		t.Errorf("exit %d, note %q; want 125 and a note that the path leaves WORK_DIR", code, note)
+	}
+	// The slots' work dirs are under $TMPDIR (set below): "../../" from
+	// one is still inside it.
+	for _, f := range stagingtest.Files(t, tmp) {
+		if filepath.Base(f) == "escaped.dat" {
+			t.Errorf("a staged file was written outside the work dir: %s", f)
+		}
+	}
+}
