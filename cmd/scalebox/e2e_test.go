@@ -125,13 +125,19 @@ func queryInt(t *testing.T, db *sql.DB, q string, args ...any) int {
 }
 
 // waitCount polls a count query until it reaches atLeast, failing with
-// why after within.
+// why after within. A query error counts as not yet: the database file
+// appears before its schema does.
 func waitCount(t *testing.T, db *sql.DB, q string, atLeast int, within time.Duration, why string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
-	for queryInt(t, db, q) < atLeast {
+	for {
+		var n int
+		err := db.QueryRow(q).Scan(&n)
+		if err == nil && n >= atLeast {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatal(why)
+			t.Fatalf("%s (last: %d, %v)", why, n, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
