@@ -70,3 +70,45 @@ func TestLeasePrefersCachedInput(t *testing.T) {
 		t.Errorf("the cached-input pick scans tasks:\n%s", plan)
 	}
 }
+
+// Quiet and full exec records (two insert statements) read back alike.
+func TestExecRecordsLeanAndFull(t *testing.T) {
+	ctx := context.Background()
+	b, _ := openTest(t)
+	app, err := b.CreateApp(ctx, testApp(nil), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pilot, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h"})
+	b.AddTasks(ctx, app, []dataflow.Message{{Module: "b", Body: "quiet"}, {Module: "b", Body: "loud"}})
+	got, err := b.Lease(ctx, LeaseRequest{AppID: app, PilotID: pilot, Host: "h", Wants: []dataflow.Want{{Module: "b", Max: 2}}, TTL: time.Minute})
+	if err != nil || len(got) != 2 {
+		t.Fatalf("lease: %v, %d", err, len(got))
+	}
+	now := time.Now()
+	var cs []dataflow.Completion
+	for _, l := range got {
+		c := dataflow.Completion{TaskID: l.ID, Gen: l.Gen, Host: "h", Slot: "s1", StartedAt: now, EndedAt: now}
+		if l.Body == "loud" {
+			c.StdoutTail, c.InputBytes, c.Stage = "out", 7, dataflow.Stage{StageInBytes: 5, StageOutMS: 3}
+		}
+		cs = append(cs, c)
+	}
+	if _, err := b.Complete(ctx, Report{PilotID: pilot, Completions: cs}); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range got {
+		ex, err := b.Execs(ctx, l.ID)
+		if err != nil || len(ex) != 1 {
+			t.Fatalf("%s: %v, %d execs", l.Body, err, len(ex))
+		}
+		e := ex[0]
+		if e.Host != "h" || e.Slot != "s1" || e.Attempt != 1 || e.Gen != l.Gen || e.PilotID != pilot {
+			t.Errorf("%s: %+v", l.Body, e)
+		}
+		loud := l.Body == "loud"
+		if (e.StdoutTail == "out") != loud || (e.InputBytes == 7) != loud || (e.StageInBytes == 5) != loud || (e.StageOutMS == 3) != loud {
+			t.Errorf("%s: optional fields %+v", l.Body, e)
+		}
+	}
+}
