@@ -100,31 +100,17 @@ func (b *builtinExecutor) dirList(ctx context.Context, body string, h dataflow.H
 	}
 	defer st.Close()
 	var files []string
-	var walk func(dir string) error
-	walk = func(dir string) error {
-		ents, err := st.List(ctx, dir)
-		if err != nil {
-			return err
+	err = staging.Walk(ctx, st, ".", func(name string, e staging.Info) error {
+		if strings.HasPrefix(e.Name, ".") && strings.HasSuffix(e.Name, ".part") || strings.HasSuffix(e.Name, ".part.json") {
+			return nil // a copy in progress, not a file yet
 		}
-		for _, e := range ents {
-			name := path.Join(dir, e.Name)
-			if e.IsDir {
-				if err := walk(name); err != nil {
-					return err
-				}
-				continue
-			}
-			if strings.HasPrefix(e.Name, ".") && strings.HasSuffix(e.Name, ".part") || strings.HasSuffix(e.Name, ".part.json") {
-				continue // a copy in progress, not a file yet
-			}
-			if len(files) == maxListed {
-				return fmt.Errorf("more than %d files under %s: list its subdirectories as separate tasks", maxListed, u)
-			}
-			files = append(files, path.Join(rel, name))
+		if len(files) == maxListed {
+			return fmt.Errorf("more than %d files under %s: list its subdirectories as separate tasks", maxListed, u)
 		}
+		files = append(files, path.Join(rel, name))
 		return nil
-	}
-	if err := walk("."); err != nil {
+	})
+	if err != nil {
 		return out, err
 	}
 	sort.Strings(files)

@@ -97,3 +97,24 @@ func (t Tiers) OpenDir(ctx context.Context, u URL, dir string, a Access) (Store,
 	}
 	return s, nil
 }
+
+// Walk calls fn for every file under dir in s (depth first, names sorted,
+// slash-separated and relative to s's root), descending into directories.
+func Walk(ctx context.Context, s Store, dir string, fn func(name string, e Info) error) error {
+	ents, err := s.List(ctx, dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		name := path.Join(dir, e.Name)
+		if e.IsDir {
+			err = Walk(ctx, s, name, fn)
+		} else {
+			err = fn(name, e)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -376,3 +376,47 @@ modules:
 		}
 	}
 }
+
+// `stage ls` on the remote site: one level, and the whole tree with -r,
+// as JSON; a missing directory is an error that names it.
+func TestStageList(t *testing.T) {
+	site, dir := stagingtest.SFTPDir(t)
+	u, auth := stagingtest.SFTP(t)
+	for _, name := range []string{"a.dat", "sub/b.dat", "sub/deeper/c.dat"} {
+		stagingtest.Put(t, site, "tree/"+name, []byte(name))
+	}
+	u.Path = dir + "/tree"
+	creds := []string{"--key", auth.KeyFile, "--host-key", auth.HostKey}
+	list := func(args ...string) []string {
+		t.Helper()
+		r := sb(t, time.Minute, append(append([]string{"stage", "ls", "--json"}, creds...), args...)...)
+		var ents []struct {
+			Name string `json:"name"`
+			Size int64  `json:"size"`
+			Dir  bool   `json:"dir"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ents) != nil {
+			t.Fatalf("stage ls %v: exit %d\n%s%s", args, r.code, r.stdout, r.stderr)
+		}
+		var names []string
+		for _, e := range ents {
+			if e.Dir {
+				e.Name += "/"
+			} else if e.Size != int64(len(e.Name)) { // each file holds its own name
+				t.Errorf("%s: size %d", e.Name, e.Size)
+			}
+			names = append(names, e.Name)
+		}
+		return names
+	}
+	if got := strings.Join(list(u.String()), " "); got != "a.dat sub/" {
+		t.Errorf("one level: %s", got)
+	}
+	if got := strings.Join(list("-r", u.String()), " "); got != "a.dat sub/b.dat sub/deeper/c.dat" {
+		t.Errorf("recursive: %s", got)
+	}
+	r := sb(t, time.Minute, append(append([]string{"stage", "ls"}, creds...), u.String()+"/nope")...)
+	if r.code == 0 || !strings.Contains(r.stderr, "nope") {
+		t.Errorf("missing directory: exit %d, %s", r.code, r.stderr)
+	}
+}
