@@ -230,8 +230,8 @@ type appOp struct {
 type resolved struct {
 	dataflow.Message
 	appID, moduleID int64
-	// def is the target module, when the broker's cache does not have it
-	// yet (an app's start tasks, inserted with the app).
+	// def is the target module, found when the message was resolved, so
+	// inserting needs no lookup per row.
 	def *dataflow.Module
 }
 
@@ -288,7 +288,7 @@ func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completi
 		if bound && h[dataflow.HeaderToHost] == "" && c.Host != "" {
 			h[dataflow.HeaderToHost] = c.Host
 		}
-		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, appID: t.appID, moduleID: id})
+		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, appID: t.appID, moduleID: id, def: target})
 	}
 	return out, nil
 }
@@ -354,10 +354,13 @@ func newExecRow(t taskRow, pilotID int64, c dataflow.Completion, emitted int) ex
 }
 
 // execLean are the exec columns every record sets; a record with nothing
-// else (no output tails, notes, timestamps, bytes, image: a quiet
-// success) goes in a statement of these alone, with half the parameters
-// to bind.
-const execLean = 11
+// else but emitted (no output tails, notes, timestamps, bytes, image: a
+// quiet success) goes in a statement of these alone, with half the
+// parameters to bind. execEmitted is emitted's place in an execRow.
+const (
+	execLean    = 11
+	execEmitted = 18
+)
 
 // insertExecs adds exec records in multi-row statements.
 func insertExecs(tx *sql.Tx, rows []execRow) error {
@@ -367,7 +370,7 @@ func insertExecs(tx *sql.Tx, rows []execRow) error {
 	var lean, full [][]any
 	for _, r := range rows {
 		if isLean(r) {
-			lean = append(lean, append(r[:execLean:execLean], r[18])) // + emitted
+			lean = append(lean, append(r[:execLean:execLean], r[execEmitted]))
 		} else {
 			full = append(full, r)
 		}
@@ -382,11 +385,11 @@ func insertExecs(tx *sql.Tx, rows []execRow) error {
 	return err
 }
 
-// isLean reports whether an exec row has only the lean columns set
-// (and emitted, at 18).
+// isLean reports whether an exec row has only the lean columns and
+// emitted set.
 func isLean(r execRow) bool {
 	for i := execLean; i < len(r); i++ {
-		if i == 18 {
+		if i == execEmitted {
 			continue
 		}
 		switch v := r[i].(type) {

@@ -140,7 +140,19 @@ func pickReady(tx *sql.Tx, moduleID int64, host string, max int, taken []int64) 
 	for _, id := range taken {
 		skip[id] = true
 	}
-	rows, err := tx.Query(leasePick, moduleID, host, max)
+	picked, err := queryIDs(tx, leasePick, moduleID, host, max)
+	var ids []int64
+	for _, id := range picked {
+		if !skip[id] && len(ids)+len(taken) < max {
+			ids = append(ids, id)
+		}
+	}
+	return ids, err
+}
+
+// queryIDs runs a query of one id column.
+func queryIDs(tx *sql.Tx, q string, args ...any) ([]int64, error) {
+	rows, err := tx.Query(q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -151,9 +163,7 @@ func pickReady(tx *sql.Tx, moduleID int64, host string, max int, taken []int64) 
 		if err := rows.Scan(&id); err != nil {
 			return nil, err
 		}
-		if !skip[id] && len(ids)+len(taken) < max {
-			ids = append(ids, id)
-		}
+		ids = append(ids, id)
 	}
 	return ids, rows.Err()
 }
@@ -175,20 +185,7 @@ func pickCached(tx *sql.Tx, appID, moduleID int64, host string, max int, m *modu
 	if m == nil || !m.def.StageCache || len(m.def.StageIn) == 0 || host == "" {
 		return nil, nil
 	}
-	rows, err := tx.Query(leasePickCached, moduleID, host, max, appID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
+	return queryIDs(tx, leasePickCached, moduleID, host, max, appID)
 }
 
 // Heartbeat extends to now+ttl the leases the pilot says it holds and

@@ -17,7 +17,7 @@ import (
 // through insertTasks' multi-row path. It reports whether a task became
 // ready.
 func (b *Broker) insertSpecial(tx *sql.Tx, m resolved, now int64) (bool, error) {
-	ok, err := insertSpecial(tx, m.appID, m.moduleID, m.Message, b.dataKey(m), now)
+	ok, err := insertSpecial(tx, m.appID, m.moduleID, m.Message, dataKey(m), now)
 	if ok {
 		b.markReady(m.moduleID)
 	}
@@ -81,7 +81,7 @@ func (b *Broker) insertTasks(tx *sql.Tx, msgs []resolved, now int64) (int, error
 			}
 			continue
 		}
-		plain = append(plain, []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], b.dataKey(m), now, now})
+		plain = append(plain, []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], dataKey(m), now, now})
 		b.markReady(m.moduleID)
 	}
 	k, err := bulkInsert(tx, `INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
@@ -113,7 +113,7 @@ func (b *Broker) AddTasks(ctx context.Context, appID int64, msgs []dataflow.Mess
 		if m.Body == "" {
 			return 0, fmt.Errorf("add tasks: message %d has an empty body", i+1)
 		}
-		rs[i] = resolved{Message: m, appID: appID, moduleID: id}
+		rs[i] = resolved{Message: m, appID: appID, moduleID: id, def: def.Module(m.Module)}
 	}
 	n := 0
 	err = b.write(ctx, func(tx *sql.Tx) error {
@@ -248,15 +248,9 @@ func (b *Broker) HasReady(ctx context.Context, appID int64, module string) (bool
 }
 
 // dataKey is a new task's cacheable input, for locality (dataflow.Module.DataKey).
-func (b *Broker) dataKey(m resolved) string {
-	def := m.def
-	if def == nil {
-		if mi := b.module(m.moduleID); mi != nil {
-			def = mi.def
-		}
-	}
-	if def == nil || len(def.StageIn) == 0 {
+func dataKey(m resolved) string {
+	if m.def == nil || len(m.def.StageIn) == 0 {
 		return ""
 	}
-	return def.DataKey(m.Body, m.Headers)
+	return m.def.DataKey(m.Body, m.Headers)
 }

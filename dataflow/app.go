@@ -49,6 +49,16 @@ const (
 	BuiltinFileCopy = "file-copy" // body: a file; copies source_url/body to target_url/body
 )
 
+// Env is the value of name in the module's environments ("" if unset).
+func (m *Module) Env(name string) string {
+	for _, kv := range m.Environments {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
 // Builtin is the module's built-in name, or "" for user code.
 func (m *Module) Builtin() string {
 	if name, ok := strings.CutPrefix(m.BaseImage, BuiltinPrefix); ok {

@@ -173,16 +173,8 @@ func (m *Module) DataKey(body string, h Headers) string {
 	if err != nil {
 		return ""
 	}
-	env := func(k string) string {
-		for _, kv := range m.Environments {
-			if name, v, ok := strings.Cut(kv, "="); ok && name == k {
-				return v
-			}
-		}
-		return ""
-	}
 	for _, sp := range in {
-		u, err := ExpandTemplate(sp.From, body, h, env)
+		u, err := ExpandTemplate(sp.From, body, h, m.Env)
 		if err != nil {
 			return ""
 		}

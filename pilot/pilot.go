@@ -62,7 +62,6 @@ type Pilot struct {
 	tiers    staging.Tiers // this node's data tiers, for stage_in/stage_out
 	usage    dirUsage      // dir_quota_gb checks
 	cache    func() (*staging.Cache, error)
-	dataKeys sync.Map // cached URL -> the data key the head knows it by
 	reg      *api.Registered
 	log      *slog.Logger
 	rep      *reporter

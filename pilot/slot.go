@@ -32,19 +32,10 @@ var scriptOverride = map[string]string{
 // shared helpers there).
 const ShareBin = "/app/share/bin"
 
-func moduleEnv(m *dataflow.Module, key string) string {
-	for _, kv := range m.Environments {
-		if k, v, ok := strings.Cut(kv, "="); ok && k == key {
-			return v
-		}
-	}
-	return ""
-}
-
 // hasCheckScript says whether a module has an admission script, as far as
 // the node can tell before its slot starts (an image may bring its own).
 func hasCheckScript(m *dataflow.Module) bool {
-	return findScript(CheckScript, moduleEnv(m, scriptOverride[CheckScript]), []string{m.CodePath, ShareBin}) != ""
+	return findScript(CheckScript, m.Env(scriptOverride[CheckScript]), []string{m.CodePath, ShareBin}) != ""
 }
 
 // slot runs one module's tasks one (or one batch) at a time.
@@ -141,7 +132,7 @@ func (s *slot) hostExecutor() *workspace {
 	env = append(env, "SCALEBOX_SERVER="+s.p.cfg.Server, "SCALEBOX_TOKEN_FILE="+s.p.cfg.TokenFile,
 		"SCALEBOX_SERVER_CERT_SHA256="+s.p.cfg.CertSHA256)
 	return &workspace{env: env, d: s.host,
-		scripts: lookupScripts(func(k string) string { return moduleEnv(m, k) }, m.CodePath, ShareBin),
+		scripts: lookupScripts(m.Env, m.CodePath, ShareBin),
 		missing: fmt.Sprintf("no %s in code_path %q or %s (or $%s)", RunScript, m.CodePath, ShareBin, scriptOverride[RunScript])}
 }
 
@@ -330,11 +321,14 @@ func (s *slot) failBatch(why error) bool {
 // serve runs tasks on a started executor until the slot ends (false) or
 // the executor broke and must be started again (true).
 func (s *slot) serve(ctx context.Context, log *slog.Logger) bool {
+	// Admission before each task: room on the node (free_space_gb,
+	// dir_quota_gb), then check.sh; a refusal waits 1 s, 2 s, … ≤ 30 s.
 	checkWait := time.Second
 	waitingFor := ""
 	for ctx.Err() == nil {
+		why := ""
 		if hasSpaceRules(s.mod()) {
-			why := s.spaceWait()
+			why = s.spaceWait()
 			if why != waitingFor {
 				if why != "" {
 					log.Info("waiting for space before taking a task", "why", why)
@@ -343,29 +337,25 @@ func (s *slot) serve(ctx context.Context, log *slog.Logger) bool {
 				}
 				waitingFor = why
 			}
-			if why != "" {
-				if sleepCtx(ctx, checkWait) != nil {
-					return false
-				}
-				checkWait = min(checkWait*2, 30*time.Second)
-				continue
-			}
 		}
-		if s.x.script(CheckScript) != "" {
+		if why == "" && s.x.script(CheckScript) != "" {
 			resp := s.x.run(ctx, request{Script: CheckScript})
 			if err := s.x.broken(); err != nil {
 				s.agentDied(log, err)
 				return true
 			}
 			if resp.Result.ExitCode != 0 {
-				if sleepCtx(ctx, checkWait) != nil {
-					return false
-				}
-				checkWait = min(checkWait*2, 30*time.Second)
-				continue
+				why = CheckScript
 			}
-			checkWait = time.Second
 		}
+		if why != "" {
+			if sleepCtx(ctx, checkWait) != nil {
+				return false
+			}
+			checkWait = min(checkWait*2, 30*time.Second)
+			continue
+		}
+		checkWait = time.Second
 		tasks := s.f.take(max(s.mod().TaskBatchSize, 1))
 		if tasks == nil {
 			return false
@@ -461,15 +451,15 @@ func (s *slot) runTasks(ctx context.Context, tasks []dataflow.LeasedTask) bool {
 	if ctx.Err() != nil && !res.TimedOut {
 		res.ExitCode, res.SystemErr = dataflow.ExitLost, "pilot stopping: task killed"
 	}
+	// onNode matters only for a success's messages.
 	out := resp.Outputs
 	onNode := out.DataOnNode
 	if exitCode(res, out) == 0 {
-		var staged bool
-		if staged, err = s.stageOut(ctx, tasks, st); err != nil {
+		staged, err := s.stageOut(ctx, tasks, st)
+		if err != nil {
 			// Its outputs did not all arrive: the attempt failed, and its
 			// messages must not go out.
 			res.ExitCode, res.SystemErr, out.StatusCode = stageFailure(err).ExitCode, err.Error(), nil
-			onNode = false
 		}
 		onNode = onNode || staged
 	}

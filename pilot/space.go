@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -67,9 +66,8 @@ func sortedKeys(m map[string]float64) []string {
 // mem:[sub] to the tier roots, an absolute path to itself. Tier roots
 // are created: they are ours, and an empty tier has all its room.
 func (p *Pilot) tierDir(dir string) string {
-	for scheme, root := range map[string]string{"local:": p.tiers.Local, "mem:": p.tiers.Mem} {
-		if rest, ok := strings.CutPrefix(strings.ToLower(dir), scheme); ok {
-			d := filepath.Join(root, filepath.FromSlash(dir[len(dir)-len(rest):]))
+	if u, err := staging.ParseURL(dir); err == nil {
+		if d, ok := p.tiers.NodePath(u.Scheme, u.Path); ok {
 			os.MkdirAll(d, 0o700) // Statfs says why if this failed
 			return d
 		}

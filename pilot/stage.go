@@ -42,7 +42,7 @@ func (s *slot) stageIn(ctx context.Context, tasks []dataflow.LeasedTask) (*stage
 			return st, errStage{err}
 		}
 		for _, sp := range in {
-			from, err := s.stageURL(sp.From, t)
+			from, raw, err := s.stageURL(sp.From, t)
 			if err != nil {
 				return st, err
 			}
@@ -52,7 +52,6 @@ func (s *slot) stageIn(ctx context.Context, tasks []dataflow.LeasedTask) (*stage
 			}
 			var n int64
 			if s.mod().StageCache && !from.OnNode() {
-				raw, _ := dataflow.ExpandTemplate(sp.From, t.Body, t.Headers, s.headerEnv)
 				n, err = s.fromCache(ctx, from, dataflow.DataKeyOf(raw), to, st)
 			} else {
 				n, err = s.copy(ctx, from, s.workURL(to))
@@ -83,7 +82,7 @@ func (s *slot) stageOut(ctx context.Context, tasks []dataflow.LeasedTask, st *st
 			if err != nil {
 				return onNode, errStage{fmt.Errorf("stage_out %s: %w", sp.From, err)}
 			}
-			to, err := s.stageURL(sp.To, t)
+			to, _, err := s.stageURL(sp.To, t)
 			if err != nil {
 				return onNode, err
 			}
@@ -110,17 +109,15 @@ func (s *slot) cleanup(st *staged) {
 }
 
 // stageURL fills and parses a URL template (confinement is checked here
-// and by the store).
-func (s *slot) stageURL(tmpl string, t dataflow.LeasedTask) (staging.URL, error) {
-	raw, err := dataflow.ExpandTemplate(tmpl, t.Body, t.Headers, s.headerEnv)
-	if err != nil {
-		return staging.URL{}, errStage{err}
+// and by the store); raw is the filled template, as the head expands it.
+func (s *slot) stageURL(tmpl string, t dataflow.LeasedTask) (u staging.URL, raw string, err error) {
+	if raw, err = dataflow.ExpandTemplate(tmpl, t.Body, t.Headers, s.headerEnv); err != nil {
+		return u, raw, errStage{err}
 	}
-	u, err := staging.ParseURL(raw)
-	if err != nil {
-		return staging.URL{}, errStage{err}
+	if u, err = staging.ParseURL(raw); err != nil {
+		return u, raw, errStage{err}
 	}
-	return u, nil
+	return u, raw, nil
 }
 
 // workPath fills a WORK_DIR path template and refuses a result that
@@ -144,7 +141,7 @@ func (s *slot) workURL(rel string) staging.URL {
 // headerEnv is the fallback of a missing header: the module's
 // environments, then the pilot's (Scalebox's module-default convention).
 func (s *slot) headerEnv(name string) string {
-	if v := moduleEnv(s.mod(), name); v != "" {
+	if v := s.mod().Env(name); v != "" {
 		return v
 	}
 	return os.Getenv(name)
@@ -194,21 +191,16 @@ func (s *slot) fromCache(ctx context.Context, from staging.URL, key, to string, 
 	if err != nil {
 		return 0, err
 	}
-	h, err := c.Get(ctx, from, src, name)
+	h, err := c.Get(ctx, from, src, name, key)
 	src.Close()
 	s.p.usage.forget()
 	if h != nil {
-		for _, u := range h.Evicted {
-			if k, ok := s.p.dataKeys.LoadAndDelete(u); ok {
-				st.uncached = append(st.uncached, k.(string))
-			}
-		}
+		st.uncached = append(st.uncached, h.Evicted...)
 	}
 	if err != nil {
 		return 0, err
 	}
 	defer h.Release()
-	s.p.dataKeys.Store(from.String(), key)
 	st.cached = append(st.cached, key)
 	if _, err := staging.CopyOut(h, filepath.Join(s.host.Work, filepath.FromSlash(to))); err != nil {
 		return 0, err

@@ -35,6 +35,7 @@ type Cache struct {
 
 type cacheEntry struct {
 	URL    string    `json:"url"`
+	Tag    string    `json:"tag,omitempty"`
 	Size   int64     `json:"size"`
 	MTime  time.Time `json:"mtime"`
 	SHA256 string    `json:"sha256"`
@@ -63,7 +64,8 @@ type Hit struct {
 	Path    string // the cached file, to be copied (never written to)
 	Fetched bool   // false: it was already here (a cache hit)
 	Bytes   int64  // read from the source for this call
-	// Evicted are the URLs of the entries removed to make room for it.
+	// Evicted are the tags (see Get) of the entries removed to make
+	// room for it.
 	Evicted []string
 	key     string
 	c       *Cache
@@ -88,10 +90,12 @@ func (h *Hit) Release() {
 // Get returns the entry for u, whose file is name in src: the cached copy
 // if the source still has the size and mtime it had when fetched, else a
 // fresh verified copy (Copy: resumable, renamed when verified). The entry
-// is pinned until Release. Fetches of one entry are serialised, across
+// is pinned until Release. tag is what the caller knows the entry by
+// (the head's data key); an eviction returns it in Hit.Evicted, whichever
+// process fetched the entry. Fetches of one entry are serialised, across
 // slots and across pilots sharing the node (a lock file per entry), so two
 // tasks needing the same input fetch it once.
-func (c *Cache) Get(ctx context.Context, u URL, src Store, name string) (*Hit, error) {
+func (c *Cache) Get(ctx context.Context, u URL, src Store, name, tag string) (*Hit, error) {
 	key := Key(u)
 	info, err := src.Stat(ctx, name)
 	if err != nil {
@@ -125,7 +129,7 @@ func (c *Cache) Get(ctx context.Context, u URL, src Store, name string) (*Hit, e
 		return fail(err)
 	}
 	os.Chmod(h.Path, 0o400) // tasks get copies; nothing writes the entry
-	if err := c.writeEntry(key, cacheEntry{URL: u.String(), Size: info.Size, MTime: info.ModTime, SHA256: res.SHA256}); err != nil {
+	if err := c.writeEntry(key, cacheEntry{URL: u.String(), Tag: tag, Size: info.Size, MTime: info.ModTime, SHA256: res.SHA256}); err != nil {
 		return fail(err)
 	}
 	if h.f, err = os.Open(h.Path); err != nil {
@@ -250,8 +254,8 @@ func (c *Cache) makeRoom(ctx context.Context, need int64, except string) (evicte
 		if c.pins[f.key] > 0 || f.key == except {
 			continue
 		}
-		if e, ok := c.entry(f.key); ok {
-			evicted = append(evicted, e.URL)
+		if e, ok := c.entry(f.key); ok && e.Tag != "" {
+			evicted = append(evicted, e.Tag)
 		}
 		os.Remove(filepath.Join(c.dir, f.key))
 		os.Remove(c.meta(f.key))

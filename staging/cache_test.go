@@ -43,12 +43,12 @@ func TestCacheHitAndRefetch(t *testing.T) {
 	defer c.Close()
 	data := stagingtest.Pattern(3<<20 + 1)
 	stagingtest.Put(t, src, "a.bin", data)
-	h, err := c.Get(ctx, cacheURL("a.bin"), src, "a.bin")
+	h, err := c.Get(ctx, cacheURL("a.bin"), src, "a.bin", "")
 	if err != nil || !h.Fetched || h.Bytes != int64(len(data)) {
 		t.Fatalf("first get: %+v, %v; want a fetch of every byte", h, err)
 	}
 	h.Release()
-	h, err = c.Get(ctx, cacheURL("a.bin"), src, "a.bin")
+	h, err = c.Get(ctx, cacheURL("a.bin"), src, "a.bin", "")
 	if err != nil || h.Fetched || h.Bytes != 0 {
 		t.Fatalf("second get: %+v, %v; want a hit reading nothing", h, err)
 	}
@@ -63,7 +63,7 @@ func TestCacheHitAndRefetch(t *testing.T) {
 	// The source changes: the entry is stale and fetched again.
 	data2 := stagingtest.Pattern(1000)
 	os.WriteFile(filepath.Join(srcDir, "a.bin"), data2, 0o644)
-	h, err = c.Get(ctx, cacheURL("a.bin"), src, "a.bin")
+	h, err = c.Get(ctx, cacheURL("a.bin"), src, "a.bin", "")
 	if err != nil || !h.Fetched {
 		t.Fatalf("after the source changed: %+v, %v; want a new fetch", h, err)
 	}
@@ -91,7 +91,7 @@ func TestCacheEvictsLRUUnpinned(t *testing.T) {
 	}
 	get := func(name string) *staging.Hit {
 		t.Helper()
-		h, err := c.Get(ctx, cacheURL(name), src, name)
+		h, err := c.Get(ctx, cacheURL(name), src, name, "")
 		if err != nil {
 			t.Fatalf("get %s: %v", name, err)
 		}
@@ -112,7 +112,7 @@ func TestCacheEvictsLRUUnpinned(t *testing.T) {
 		t.Fatalf("after d: a %v b %v c %v d %v; want a evicted", has("a"), has("b"), has("c"), has("d"))
 	}
 	hb, hd := get("b"), get("d") // pin everything
-	if _, err := c.Get(ctx, cacheURL("e"), src, "e"); !errors.Is(err, staging.ErrNoSpace) {
+	if _, err := c.Get(ctx, cacheURL("e"), src, "e", ""); !errors.Is(err, staging.ErrNoSpace) {
 		t.Fatalf("all pinned: %v, want ErrNoSpace", err)
 	}
 	if has("e") {
@@ -121,7 +121,7 @@ func TestCacheEvictsLRUUnpinned(t *testing.T) {
 	hc.Release()
 	hb.Release()
 	hd.Release()
-	if _, err := c.Get(ctx, cacheURL("e"), src, "e"); err != nil {
+	if _, err := c.Get(ctx, cacheURL("e"), src, "e", ""); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
 }
@@ -147,7 +147,7 @@ func BenchmarkCacheHitVsCp(b *testing.B) {
 	}
 	defer c.Close()
 	u := cacheURL("in.bin")
-	h, err := c.Get(ctx, u, src, "in.bin")
+	h, err := c.Get(ctx, u, src, "in.bin", "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func BenchmarkCacheHitVsCp(b *testing.B) {
 	hit := func() time.Duration {
 		os.Remove(filepath.Join(out, "hit.bin")) // as for cp: not timed
 		t0 := time.Now()
-		h, err := c.Get(ctx, u, src, "in.bin")
+		h, err := c.Get(ctx, u, src, "in.bin", "")
 		if err != nil || h.Fetched {
 			b.Fatalf("not a hit: %v", err)
 		}
@@ -228,7 +228,7 @@ func TestCacheConcurrentGetFetchesOnce(t *testing.T) {
 				return
 			}
 			defer c.Close()
-			h, err := c.Get(ctx, cacheURL("in.bin"), countingStore{src, &opens}, "in.bin")
+			h, err := c.Get(ctx, cacheURL("in.bin"), countingStore{src, &opens}, "in.bin", "")
 			if err != nil {
 				errs <- err
 				return

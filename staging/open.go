@@ -68,6 +68,18 @@ func (t Tiers) Open(ctx context.Context, u URL, a Access) (Store, string, error)
 	return s, name, err
 }
 
+// NodePath is where a local: or mem: path is on this node (ok false for
+// other schemes).
+func (t Tiers) NodePath(scheme, p string) (dir string, ok bool) {
+	switch scheme {
+	case SchemeLocal:
+		return filepath.Join(t.Local, filepath.FromSlash(p)), true
+	case SchemeMem:
+		return filepath.Join(t.Mem, filepath.FromSlash(p)), true
+	}
+	return "", false
+}
+
 // OpenDir opens the store rooted at dir, a directory of u's scheme and
 // site (for listing a tree).
 func (t Tiers) OpenDir(ctx context.Context, u URL, dir string, a Access) (Store, error) {
@@ -82,10 +94,9 @@ func (t Tiers) OpenDir(ctx context.Context, u URL, dir string, a Access) (Store,
 	switch u.Scheme {
 	case SchemeFile:
 		s, err = local(dir)
-	case SchemeLocal:
-		s, err = local(filepath.Join(t.Local, dir))
-	case SchemeMem:
-		s, err = local(filepath.Join(t.Mem, dir))
+	case SchemeLocal, SchemeMem:
+		d, _ := t.NodePath(u.Scheme, dir)
+		s, err = local(d)
 	case SchemeSFTP:
 		u.Path = dir
 		s, err = DialSFTP(ctx, u, t.SFTP)
