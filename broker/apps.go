@@ -31,7 +31,7 @@ type appInfo struct {
 
 func (b *Broker) loadCache(ctx context.Context) error {
 	apps := map[int64]*appInfo{}
-	rows, err := b.w.QueryContext(ctx, "SELECT id, status, definition FROM apps")
+	rows, err := b.r.QueryContext(ctx, "SELECT id, status, definition FROM apps")
 	if err != nil {
 		return fmt.Errorf("load apps: %w", err)
 	}
@@ -52,7 +52,7 @@ func (b *Broker) loadCache(ctx context.Context) error {
 	rows.Close()
 	mods := map[int64]*moduleInfo{}
 	byName := map[appModule]int64{}
-	rows, err = b.w.QueryContext(ctx, "SELECT id, app_id, name FROM modules")
+	rows, err = b.r.QueryContext(ctx, "SELECT id, app_id, name FROM modules")
 	if err != nil {
 		return fmt.Errorf("load modules: %w", err)
 	}
@@ -100,7 +100,7 @@ func (b *Broker) CreateApp(ctx context.Context, app *dataflow.App, extra []dataf
 		return 0, fmt.Errorf("create app: %w", err)
 	}
 	var appID int64
-	err = b.write(ctx, func(tx *sql.Tx) error {
+	err = b.write(ctx, func(tx *wtx) error {
 		now := ms(b.now())
 		status := app.Parameters.InitialStatus
 		var started any
@@ -198,7 +198,7 @@ func (b *Broker) module(id int64) *moduleInfo {
 // CANCELLED) cancels its tasks that have not ended; result is kept as the
 // set-finished text. Ending an app that has already ended is refused.
 func (b *Broker) SetAppStatus(ctx context.Context, appID int64, status dataflow.AppStatus, result string) error {
-	err := b.writeReady(ctx, func(tx *sql.Tx) error {
+	err := b.writeReady(ctx, func(tx *wtx) error {
 		return b.setAppStatus(tx, appID, status, result)
 	})
 	if err != nil {
@@ -210,7 +210,7 @@ func (b *Broker) SetAppStatus(ctx context.Context, appID int64, status dataflow.
 // ErrAppEnded is returned when changing an app that has ended.
 var ErrAppEnded = errors.New("app has ended")
 
-func (b *Broker) setAppStatus(tx *sql.Tx, appID int64, status dataflow.AppStatus, result string) error {
+func (b *Broker) setAppStatus(tx *wtx, appID int64, status dataflow.AppStatus, result string) error {
 	var cur dataflow.AppStatus
 	if err := tx.QueryRow("SELECT status FROM apps WHERE id = ?", appID).Scan(&cur); err != nil {
 		if errors.Is(err, sql.ErrNoRows) {
@@ -278,7 +278,7 @@ func (b *Broker) FinishIfQuiescent(ctx context.Context, appID int64) (dataflow.A
 		return "", nil
 	}
 	var out dataflow.AppStatus
-	err = b.write(ctx, func(tx *sql.Tx) error {
+	err = b.write(ctx, func(tx *wtx) error {
 		var cur dataflow.AppStatus
 		if err := tx.QueryRow("SELECT status FROM apps WHERE id = ?", appID).Scan(&cur); err != nil {
 			return err

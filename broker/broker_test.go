@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"database/sql"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -162,14 +161,14 @@ func TestIllegalTransitionRefused(t *testing.T) {
 	if _, err := b.CreateApp(ctx, testApp(nil), []dataflow.Message{{Body: "x"}}); err != nil {
 		t.Fatal(err)
 	}
-	err := b.write(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec("UPDATE tasks SET state = 'succeeded', exit_code = 0")
 		return err
 	})
 	if err == nil || !strings.Contains(err.Error(), "illegal task state transition") {
 		t.Fatalf("ready -> succeeded allowed: %v", err)
 	}
-	err = b.write(ctx, func(tx *sql.Tx) error {
+	err = b.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec("UPDATE tasks SET state = 'leased'")
 		return err
 	})

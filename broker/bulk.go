@@ -1,7 +1,6 @@
 package broker
 
 import (
-	"database/sql"
 	"strings"
 	"sync"
 )
@@ -28,7 +27,7 @@ func bulkStatement(head, tail string, cols, rows int) string {
 // bulkInsert inserts rows (each cols values) with multi-row VALUES
 // statements and returns the rows affected. A per-row statement pays the
 // cgo and VM start-up cost per task; this pays it per chunk.
-func bulkInsert(tx *sql.Tx, head, tail string, cols int, rows [][]any) (int64, error) {
+func bulkInsert(tx *wtx, head, tail string, cols int, rows [][]any) (int64, error) {
 	var total int64
 	args := make([]any, 0, min(len(rows), bulkSizes[0])*cols)
 	for len(rows) > 0 {

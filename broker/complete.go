@@ -30,7 +30,7 @@ type Report struct {
 // generation changes nothing and is answered ReportStale.
 func (b *Broker) Complete(ctx context.Context, r Report) ([]dataflow.CompletionResult, error) {
 	results := make([]dataflow.CompletionResult, len(r.Completions))
-	err := b.write(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *wtx) error {
 		now := b.now()
 		// A task that started and ended within one report goes straight
 		// from leased to its end state; only the others are marked running.
@@ -74,7 +74,7 @@ type taskRow struct {
 const taskRowColumns = `SELECT id, app_id, module_id, state, lease_gen, lease_pilot, attempts, fail_counts, headers FROM tasks `
 
 // queryTaskRows reads the tasks selected by where.
-func queryTaskRows(tx *sql.Tx, where string, args ...any) ([]taskRow, error) {
+func queryTaskRows(tx *wtx, where string, args ...any) ([]taskRow, error) {
 	rows, err := tx.Query(taskRowColumns+where, args...)
 	if err != nil {
 		return nil, err
@@ -92,7 +92,7 @@ func queryTaskRows(tx *sql.Tx, where string, args ...any) ([]taskRow, error) {
 }
 
 // loadTaskRows reads many tasks with one statement.
-func loadTaskRows(tx *sql.Tx, ids []int64) (map[int64]taskRow, error) {
+func loadTaskRows(tx *wtx, ids []int64) (map[int64]taskRow, error) {
 	var list []taskRow
 	var err error
 	if len(ids) == 1 {
@@ -113,7 +113,7 @@ func loadTaskRows(tx *sql.Tx, ids []int64) (map[int64]taskRow, error) {
 // insert of all exec records and one of all plain emitted messages.
 // Failures (retry rules) and special messages (OVERWRITE, repeatable) take
 // the per-row path.
-func (b *Broker) completeBatch(tx *sql.Tx, now time.Time, pilotID int64, cs []dataflow.Completion) ([]dataflow.CompletionResult, error) {
+func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataflow.Completion) ([]dataflow.CompletionResult, error) {
 	results := make([]dataflow.CompletionResult, len(cs))
 	ids := make([]int64, len(cs))
 	for i, c := range cs {
@@ -295,7 +295,7 @@ func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completi
 
 // settle moves an attempt's task to its next state: succeeded, retrying
 // (with backoff) while its retry rules allow, else failed.
-func (b *Broker) settle(tx *sql.Tx, now time.Time, t taskRow, mod *moduleInfo, code int) (dataflow.TaskState, error) {
+func (b *Broker) settle(tx *wtx, now time.Time, t taskRow, mod *moduleInfo, code int) (dataflow.TaskState, error) {
 	nowMS := ms(now)
 	if code == 0 {
 		_, err := tx.Exec(`UPDATE tasks SET state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
@@ -363,7 +363,7 @@ const (
 )
 
 // insertExecs adds exec records in multi-row statements.
-func insertExecs(tx *sql.Tx, rows []execRow) error {
+func insertExecs(tx *wtx, rows []execRow) error {
 	if len(rows) == 0 {
 		return nil
 	}
@@ -407,7 +407,7 @@ func isLean(r execRow) bool {
 
 // recordCached notes what an attempt left in or evicted from its node's
 // cache. A stale row only costs a preference that does not pay off.
-func recordCached(tx *sql.Tx, appID int64, c dataflow.Completion, now int64) error {
+func recordCached(tx *wtx, appID int64, c dataflow.Completion, now int64) error {
 	if c.Host == "" {
 		return nil
 	}

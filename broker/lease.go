@@ -60,7 +60,7 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 		return nil, nil
 	}
 	var out []dataflow.LeasedTask
-	err := b.write(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *wtx) error {
 		out = out[:0]
 		now := b.now()
 		deadline := ms(now.Add(req.TTL))
@@ -135,7 +135,7 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 
 // pickReady returns the ids of up to max-len(taken) ready tasks of a
 // module that may run on host, in dispatch order, other than taken.
-func pickReady(tx *sql.Tx, moduleID int64, host string, max int, taken []int64) ([]int64, error) {
+func pickReady(tx *wtx, moduleID int64, host string, max int, taken []int64) ([]int64, error) {
 	skip := make(map[int64]bool, len(taken))
 	for _, id := range taken {
 		skip[id] = true
@@ -151,7 +151,7 @@ func pickReady(tx *sql.Tx, moduleID int64, host string, max int, taken []int64) 
 }
 
 // queryIDs runs a query of one id column.
-func queryIDs(tx *sql.Tx, q string, args ...any) ([]int64, error) {
+func queryIDs(tx *wtx, q string, args ...any) ([]int64, error) {
 	rows, err := tx.Query(q, args...)
 	if err != nil {
 		return nil, err
@@ -181,7 +181,7 @@ const leasePickCached = `SELECT t.id FROM
 
 // pickCached returns up to max ready tasks of the module whose input the
 // host's cache holds, for modules that cache their inputs.
-func pickCached(tx *sql.Tx, appID, moduleID int64, host string, max int, m *moduleInfo) ([]int64, error) {
+func pickCached(tx *wtx, appID, moduleID int64, host string, max int, m *moduleInfo) ([]int64, error) {
 	if m == nil || !m.def.StageCache || len(m.def.StageIn) == 0 || host == "" {
 		return nil, nil
 	}
@@ -196,7 +196,7 @@ func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, held []int64, slo
 	if err != nil {
 		return err
 	}
-	err = b.write(ctx, func(tx *sql.Tx) error {
+	err = b.write(ctx, func(tx *wtx) error {
 		now := b.now()
 		if len(held) > 0 {
 			if _, err := tx.Exec(`UPDATE tasks SET lease_deadline = ? WHERE lease_pilot = ? AND state IN ('leased','running')
@@ -215,7 +215,7 @@ func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, held []int64, slo
 	return nil
 }
 
-func markRunning(tx *sql.Tx, pilotID int64, started []dataflow.Started, now int64) error {
+func markRunning(tx *wtx, pilotID int64, started []dataflow.Started, now int64) error {
 	for _, s := range started {
 		if _, err := tx.Exec(`UPDATE tasks SET state = 'running', lease_slot = ?, updated_at = ?
 			WHERE id = ? AND lease_gen = ? AND lease_pilot = ? AND state = 'leased'`, s.Slot, now, s.TaskID, s.Gen, pilotID); err != nil {
@@ -231,7 +231,7 @@ func (b *Broker) Release(ctx context.Context, pilotID int64, tasks []dataflow.Le
 	if len(tasks) == 0 {
 		return nil
 	}
-	err := b.writeReady(ctx, func(tx *sql.Tx) error {
+	err := b.writeReady(ctx, func(tx *wtx) error {
 		now := ms(b.now())
 		for _, t := range tasks {
 			if _, err := tx.Exec(`UPDATE tasks SET state = 'ready', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ?

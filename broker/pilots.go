@@ -15,7 +15,7 @@ func (b *Broker) RegisterPilot(ctx context.Context, p dataflow.PilotInfo) (int64
 		return 0, err
 	}
 	var id int64
-	err := b.write(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *wtx) error {
 		now := ms(b.now())
 		res, err := tx.Exec(`INSERT INTO pilots (app_id, host, cpus, mem_bytes, head, job_id, state, registered_at, last_seen)
 			VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)`, p.AppID, p.Host, p.CPUs, p.MemBytes, p.Head, p.JobID, now, now)
@@ -69,7 +69,7 @@ func (b *Broker) Pilots(ctx context.Context, appID int64) ([]dataflow.PilotInfo,
 
 // PilotLeft marks a pilot gone; its unstarted leases become ready again.
 func (b *Broker) PilotLeft(ctx context.Context, id int64) error {
-	err := b.writeReady(ctx, func(tx *sql.Tx) error {
+	err := b.writeReady(ctx, func(tx *wtx) error {
 		now := ms(b.now())
 		if _, err := tx.Exec(`UPDATE tasks SET state = 'ready', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ?
 			WHERE state = 'leased' AND lease_pilot = ?`, now, id); err != nil {
@@ -87,7 +87,7 @@ func (b *Broker) PilotLeft(ctx context.Context, id int64) error {
 // MarkLostPilots marks active pilots not seen for longer than timeout as lost.
 func (b *Broker) MarkLostPilots(ctx context.Context, timeout time.Duration) (int, error) {
 	n := 0
-	err := b.write(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *wtx) error {
 		res, err := tx.Exec("UPDATE pilots SET state = 'lost' WHERE state = 'active' AND last_seen < ?", ms(b.now().Add(-timeout)))
 		if err != nil {
 			return err

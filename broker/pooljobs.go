@@ -34,7 +34,7 @@ type PilotJob struct {
 // JobSubmitted records a successful submission and clears the pool's
 // failure streak.
 func (b *Broker) JobSubmitted(ctx context.Context, k PoolKey, jobID, script string) error {
-	err := b.write(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *wtx) error {
 		now := ms(b.now())
 		if _, err := tx.Exec(`INSERT INTO pilot_jobs (app_id, cluster, pool, job_id, state, submitted_at, script)
 			VALUES (?, ?, ?, ?, 'active', ?, ?)`, k.AppID, k.Cluster, k.Pool, jobID, now, script); err != nil {
@@ -54,7 +54,7 @@ func (b *Broker) JobSubmitted(ctx context.Context, k PoolKey, jobID, script stri
 // SubmitFailed records a failed submission: the error, when to try
 // again, and whether the pool is now paused.
 func (b *Broker) SubmitFailed(ctx context.Context, k PoolKey, msg string, retryAt time.Time, pause bool) error {
-	err := b.write(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec(`INSERT INTO pools (app_id, cluster, pool, failures, attempts, last_error, retry_at, paused) VALUES (?, ?, ?, 1, 1, ?, ?, ?)
 			ON CONFLICT DO UPDATE SET failures = failures + 1, attempts = attempts + 1, last_error = excluded.last_error,
 			retry_at = excluded.retry_at, paused = excluded.paused`,
@@ -69,7 +69,7 @@ func (b *Broker) SubmitFailed(ctx context.Context, k PoolKey, msg string, retryA
 
 // ResumePools clears the pause and failure streak of an app's pools.
 func (b *Broker) ResumePools(ctx context.Context, appID int64) error {
-	return b.write(ctx, func(tx *sql.Tx) error {
+	return b.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec("UPDATE pools SET paused = 0, failures = 0, retry_at = 0 WHERE app_id = ?", appID)
 		return err
 	})
@@ -130,7 +130,7 @@ func (b *Broker) PilotJobs(ctx context.Context, appID int64, activeOnly bool) ([
 
 // JobStarted notes when Slurm first reported a job running.
 func (b *Broker) JobStarted(ctx context.Context, id int64) error {
-	return b.write(ctx, func(tx *sql.Tx) error {
+	return b.write(ctx, func(tx *wtx) error {
 		_, err := tx.Exec("UPDATE pilot_jobs SET started_at = ? WHERE id = ? AND started_at IS NULL", ms(b.now()), id)
 		return err
 	})
@@ -140,7 +140,7 @@ func (b *Broker) JobStarted(ctx context.Context, id int64) error {
 // marked lost and their leases expire at once, so the rescuer returns
 // their tasks through the retry rules now rather than after the lease TTL.
 func (b *Broker) JobEnded(ctx context.Context, id int64, endState string) (lostPilots int, err error) {
-	err = b.write(ctx, func(tx *sql.Tx) error {
+	err = b.write(ctx, func(tx *wtx) error {
 		now := ms(b.now())
 		var appID int64
 		var jobID string

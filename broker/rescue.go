@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
 	"github.com/scalebox-hpc/scalebox/dataflow"
@@ -19,7 +18,7 @@ type RescueResult struct {
 // tasks whose backoff has ended ready.
 func (b *Broker) Rescue(ctx context.Context) (RescueResult, error) {
 	var rr RescueResult
-	err := b.writeReady(ctx, func(tx *sql.Tx) error {
+	err := b.writeReady(ctx, func(tx *wtx) error {
 		rr = RescueResult{}
 		now := b.now()
 		expired, err := queryTaskRows(tx, "WHERE state IN ('leased','running') AND lease_deadline < ? LIMIT 10000", ms(now))

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 
 	"github.com/scalebox-hpc/scalebox/dataflow"
@@ -14,7 +13,7 @@ const maxSlotReason = 2048
 // replaceSlotStates makes slots the pilot's troubled slots. Entries with
 // an unknown state are dropped rather than failing the heartbeat that
 // carries them: the heartbeat also keeps the pilot's leases alive.
-func replaceSlotStates(tx *sql.Tx, pilotID int64, slots []dataflow.SlotState, now int64) error {
+func replaceSlotStates(tx *wtx, pilotID int64, slots []dataflow.SlotState, now int64) error {
 	if _, err := tx.Exec(`DELETE FROM slot_states WHERE pilot_id = ?`, pilotID); err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ func (b *Broker) ApplyStateOp(ctx context.Context, appID int64, op dataflow.Stat
 		return "", err
 	}
 	var out string
-	err := b.write(ctx, func(tx *sql.Tx) error {
+	err := b.write(ctx, func(tx *wtx) error {
 		v, err := applyStateOp(tx, appID, op, ms(b.now()))
 		out = v
 		return err
@@ -41,7 +41,7 @@ func (b *Broker) ApplyStateOp(ctx context.Context, appID int64, op dataflow.Stat
 	return out, nil
 }
 
-func applyStateOp(tx *sql.Tx, appID int64, op dataflow.StateOp, now int64) (string, error) {
+func applyStateOp(tx *wtx, appID int64, op dataflow.StateOp, now int64) (string, error) {
 	if op.Name == "" {
 		return "", fmt.Errorf("empty name")
 	}
@@ -77,7 +77,7 @@ func applyStateOp(tx *sql.Tx, appID int64, op dataflow.StateOp, now int64) (stri
 	return out, nil
 }
 
-func semaphoreOp(tx *sql.Tx, appID int64, op dataflow.StateOp) (string, error) {
+func semaphoreOp(tx *wtx, appID int64, op dataflow.StateOp) (string, error) {
 	var delta int64
 	switch op.Op {
 	case OpCreate:
@@ -118,7 +118,7 @@ func semaphoreOp(tx *sql.Tx, appID int64, op dataflow.StateOp) (string, error) {
 	return strconv.FormatInt(v, 10), err
 }
 
-func variableOp(tx *sql.Tx, appID int64, op dataflow.StateOp) (string, error) {
+func variableOp(tx *wtx, appID int64, op dataflow.StateOp) (string, error) {
 	switch op.Op {
 	case OpSet, OpCreate:
 		_, err := tx.Exec(`INSERT INTO variables (app_id, name, value) VALUES (?, ?, ?)

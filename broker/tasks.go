@@ -16,7 +16,7 @@ import (
 // or repeatable=yes (a new task with the same body). Plain messages go
 // through insertTasks' multi-row path. It reports whether a task became
 // ready.
-func (b *Broker) insertSpecial(tx *sql.Tx, m resolved, now int64) (bool, error) {
+func (b *Broker) insertSpecial(tx *wtx, m resolved, now int64) (bool, error) {
 	ok, err := insertSpecial(tx, m.appID, m.moduleID, m.Message, dataKey(m), now)
 	if ok {
 		b.markReady(m.moduleID)
@@ -24,7 +24,7 @@ func (b *Broker) insertSpecial(tx *sql.Tx, m resolved, now int64) (bool, error) 
 	return ok, err
 }
 
-func insertSpecial(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, dataKey string, now int64) (bool, error) {
+func insertSpecial(tx *wtx, appID, moduleID int64, msg dataflow.Message, dataKey string, now int64) (bool, error) {
 	h := msg.Headers
 	hj := h.JSON()
 	sortTag, toHost := h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost]
@@ -63,7 +63,7 @@ func insertSpecial(tx *sql.Tx, appID, moduleID int64, msg dataflow.Message, data
 // multi-row INSERT ... ON CONFLICT DO NOTHING statements, those with
 // conflict_action=OVERWRITE or repeatable=yes one by one. It returns how
 // many tasks were created or re-armed.
-func (b *Broker) insertTasks(tx *sql.Tx, msgs []resolved, now int64) (int, error) {
+func (b *Broker) insertTasks(tx *wtx, msgs []resolved, now int64) (int, error) {
 	n := 0
 	plain := make([][]any, 0, len(msgs))
 	for _, m := range msgs {
@@ -116,7 +116,7 @@ func (b *Broker) AddTasks(ctx context.Context, appID int64, msgs []dataflow.Mess
 		rs[i] = resolved{Message: m, appID: appID, moduleID: id, def: def.Module(m.Module)}
 	}
 	n := 0
-	err = b.write(ctx, func(tx *sql.Tx) error {
+	err = b.write(ctx, func(tx *wtx) error {
 		var err error
 		n, err = b.insertTasks(tx, rs, ms(b.now()))
 		return err
