@@ -30,8 +30,10 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# SCALEBOX_STRICT=1: the broker checks that every task state change records
+# the state it left (broker.Options.Strict).
 unit:
-	$(GO) test -race -count=1 -timeout 30m ./...
+	SCALEBOX_STRICT=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseApp$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./dataflow

@@ -231,7 +231,7 @@ func (b *Broker) setAppStatus(tx *wtx, appID int64, status dataflow.AppStatus, r
 			"state = 'retrying' AND available_at IS NOT NULL AND app_id = ?",
 			"state = 'initial' AND app_id = ?",
 		} {
-			if _, err := tx.Exec(`UPDATE tasks SET state = 'cancelled', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL,
+			if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'cancelled', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL,
 				updated_at = ? WHERE `+where, now, appID); err != nil {
 				return err
 			}

@@ -37,13 +37,23 @@ type Options struct {
 	Now func() time.Time
 	// Rand drives retry jitter.
 	Rand *rand.Rand
+	// Strict adds checks for tests, on the writer's connection only: a
+	// task's state may change only in an UPDATE that records the state it
+	// left in prev_state (migration 0006), so the CHECK on transitions
+	// sees every one. Also set by SCALEBOX_STRICT=1 (make test, CI).
+	Strict bool
 }
+
+// strictTrigger is Options.Strict's check; TEMP, so it is never stored.
+const strictTrigger = `CREATE TEMP TRIGGER strict_prev_state BEFORE UPDATE OF state ON main.tasks
+	WHEN NEW.state <> OLD.state AND NEW.prev_state IS NOT OLD.state
+	BEGIN SELECT RAISE(ABORT, 'task state changed without prev_state = state'); END`
 
 // Broker owns one SQLite database.
 type Broker struct {
-	w    *sql.DB   // holds the one writer connection
-	wc   *sql.Conn // that connection, used only by the writer goroutine
-	r    *sql.DB   // readers
+	w    *sql.DB // holds the one writer connection
+	wtx  *wtx    // that connection, used only by the writer goroutine
+	r    *sql.DB // readers
 	path string
 	opts Options
 
@@ -63,6 +73,9 @@ type Broker struct {
 	// touched collects, inside the writer, the modules given ready tasks by
 	// the group being committed.
 	touched map[int64]bool
+	// counted holds the task_counts rows that exist (rows are never
+	// deleted); the writer's alone.
+	counted map[countKey]bool
 	rndMu   sync.Mutex
 }
 
@@ -82,6 +95,7 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	default:
 		return nil, fmt.Errorf("open broker: synchronous %q must be FULL, NORMAL or EXTRA", opts.Synchronous)
 	}
+	opts.Strict = opts.Strict || os.Getenv("SCALEBOX_STRICT") == "1"
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 512
 	}
@@ -139,17 +153,27 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		apps:    map[int64]*appInfo{},
 		ready:   map[int64]chan struct{}{},
 		touched: map[int64]bool{},
+		counted: map[countKey]bool{},
 	}
-	if err := b.loadCache(ctx); err != nil {
+	err = b.loadCache(ctx)
+	if err == nil {
+		err = b.loadCounted(ctx)
+	}
+	if err != nil {
 		r.Close()
 		w.Close()
 		return nil, err
 	}
-	if b.wc, err = w.Conn(ctx); err != nil {
+	wc, err := w.Conn(ctx)
+	if err == nil && opts.Strict {
+		_, err = wc.ExecContext(ctx, strictTrigger)
+	}
+	if err != nil {
 		r.Close()
 		w.Close()
 		return nil, fmt.Errorf("open broker: %w", err)
 	}
+	b.wtx = &wtx{c: wc}
 	b.wg.Add(1)
 	go b.writer()
 	return b, nil
@@ -162,7 +186,7 @@ func (b *Broker) Path() string { return b.path }
 func (b *Broker) Close() error {
 	b.closed.Do(func() { close(b.done) })
 	b.wg.Wait()
-	return errors.Join(b.r.Close(), b.wc.Close(), b.w.Close())
+	return errors.Join(b.r.Close(), b.wtx.c.Close(), b.w.Close())
 }
 
 func migrate(ctx context.Context, db *sql.DB) error {
@@ -280,7 +304,7 @@ func (b *Broker) writer() {
 }
 
 func (b *Broker) commit(batch []*op) {
-	tx := &wtx{b.wc}
+	tx := b.wtx
 	_, err := tx.Exec("BEGIN IMMEDIATE")
 	if err == nil {
 		if len(batch) == 1 {
@@ -290,6 +314,7 @@ func (b *Broker) commit(batch []*op) {
 			if o.err = o.ctx.Err(); o.err == nil {
 				o.err = runGuarded(tx, o.fn)
 			}
+			tx.endOp(o.err == nil)
 			if o.err != nil {
 				// Ops change the in-memory cache only as their last step, so
 				// a failed op left it as it was.
@@ -305,10 +330,20 @@ func (b *Broker) commit(batch []*op) {
 					continue
 				}
 				o.err = runSavepoint(tx, o.fn)
+				tx.endOp(o.err == nil)
 			}
 		}
-		if _, err = tx.Exec("COMMIT"); err != nil {
+		var created []countKey
+		if created, err = tx.flushCounts(b.counted); err == nil {
+			_, err = tx.Exec("COMMIT")
+		}
+		if err != nil {
 			tx.rollback()
+		}
+		for _, k := range created {
+			if err == nil {
+				b.counted[k] = true
+			}
 		}
 	}
 	signal := false
@@ -335,7 +370,12 @@ func (b *Broker) commit(batch []*op) {
 // goroutine to watch its context and so does every query made in it;
 // on a queue of short commits those goroutines and their wake-ups were
 // a measurable share of each call.
-type wtx struct{ c *sql.Conn }
+type wtx struct {
+	c *sql.Conn
+	// moves and group are the task count changes of the running
+	// operation and of the group's kept ones (counts.go).
+	moves, group map[countKey]int
+}
 
 func (t *wtx) Exec(query string, args ...any) (sql.Result, error) {
 	return t.c.ExecContext(context.Background(), query, args...)

@@ -28,11 +28,13 @@ func (c *clock) now() time.Time { return c.t }
 func openTest(t *testing.T) (*Broker, *clock) {
 	t.Helper()
 	c := &clock{t: time.Unix(1_700_000_000, 0)}
-	b, err := Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), Options{Now: c.now})
+	b, err := Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), Options{Now: c.now, Strict: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
+	// Every test ends with counts that match its tasks (counts.go).
+	t.Cleanup(func() { countsConsistent(t, b) })
 	return b, c
 }
 
@@ -161,19 +163,24 @@ func TestIllegalTransitionRefused(t *testing.T) {
 	if _, err := b.CreateApp(ctx, testApp(nil), []dataflow.Message{{Body: "x"}}); err != nil {
 		t.Fatal(err)
 	}
-	err := b.write(ctx, func(tx *wtx) error {
-		_, err := tx.Exec("UPDATE tasks SET state = 'succeeded', exit_code = 0")
-		return err
-	})
-	if err == nil || !strings.Contains(err.Error(), "illegal task state transition") {
-		t.Fatalf("ready -> succeeded allowed: %v", err)
+	for _, c := range []struct{ update, want string }{
+		// The transition CHECK (migration 0006).
+		{"UPDATE tasks SET prev_state = state, state = 'succeeded', exit_code = 0", "CHECK constraint failed: task_transition"},
+		// Options.Strict: a state change that does not record its origin.
+		{"UPDATE tasks SET state = 'succeeded', exit_code = 0", "without prev_state = state"},
+		// The lease columns' CHECK.
+		{"UPDATE tasks SET prev_state = state, state = 'leased'", "CHECK constraint failed"},
+	} {
+		err := b.write(ctx, func(tx *wtx) error {
+			_, err := tx.Exec(c.update)
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", c.update, err, c.want)
+		}
 	}
-	err = b.write(ctx, func(tx *wtx) error {
-		_, err := tx.Exec("UPDATE tasks SET state = 'leased'")
-		return err
-	})
-	if err == nil || !strings.Contains(err.Error(), "CHECK") {
-		t.Fatalf("lease without owner allowed: %v", err)
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE state = 'ready'"); n != 1 {
+		t.Fatalf("a refused update changed the task: %d ready", n)
 	}
 }
 

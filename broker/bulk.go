@@ -24,10 +24,11 @@ func bulkStatement(head, tail string, cols, rows int) string {
 	return s
 }
 
-// bulkInsert inserts rows (each cols values) with multi-row VALUES
-// statements and returns the rows affected. A per-row statement pays the
+// bulkExec runs head VALUES (...), (...) tail over rows (each cols
+// values), as multi-row INSERTs or UPDATE ... FROM (VALUES ...), and
+// returns the rows affected. A per-row statement pays the
 // cgo and VM start-up cost per task; this pays it per chunk.
-func bulkInsert(tx *wtx, head, tail string, cols int, rows [][]any) (int64, error) {
+func bulkExec(tx *wtx, head, tail string, cols int, rows [][]any) (int64, error) {
 	var total int64
 	args := make([]any, 0, min(len(rows), bulkSizes[0])*cols)
 	for len(rows) > 0 {

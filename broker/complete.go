@@ -174,6 +174,7 @@ func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataf
 		}
 		if c.ExitCode == 0 {
 			succeeded = append(succeeded, t.id)
+			tx.moved(t.moduleID, t.state, dataflow.TaskSucceeded, 1)
 			res.State = dataflow.TaskSucceeded
 			emitted = append(emitted, msgs...)
 		} else {
@@ -188,7 +189,7 @@ func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataf
 		res.Status = dataflow.ReportAccepted
 		results[i] = res
 	}
-	const succeed = `UPDATE tasks SET state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
+	const succeed = `UPDATE tasks SET prev_state = state, state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
 		lease_deadline = NULL, updated_at = ?1 WHERE id `
 	switch len(succeeded) {
 	case 0:
@@ -298,8 +299,9 @@ func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completi
 func (b *Broker) settle(tx *wtx, now time.Time, t taskRow, mod *moduleInfo, code int) (dataflow.TaskState, error) {
 	nowMS := ms(now)
 	if code == 0 {
-		_, err := tx.Exec(`UPDATE tasks SET state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
-			lease_deadline = NULL, updated_at = ? WHERE id = ?`, nowMS, t.id)
+		_, err := tx.Exec(`UPDATE tasks SET prev_state = state, state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL,
+			lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`, nowMS, t.id)
+		tx.moved(t.moduleID, t.state, dataflow.TaskSucceeded, 1)
 		return dataflow.TaskSucceeded, err
 	}
 	counts := map[string]int{}
@@ -308,8 +310,9 @@ func (b *Broker) settle(tx *wtx, now time.Time, t taskRow, mod *moduleInfo, code
 	key := rules.Key(code)
 	used := counts[key]
 	if used >= rules.Allowed(code) {
-		_, err := tx.Exec(`UPDATE tasks SET state = 'failed', exit_code = ?, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
-			lease_deadline = NULL, updated_at = ? WHERE id = ?`, code, nowMS, t.id)
+		_, err := tx.Exec(`UPDATE tasks SET prev_state = state, state = 'failed', exit_code = ?, attempts = attempts + 1, lease_pilot = NULL,
+			lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`, code, nowMS, t.id)
+		tx.moved(t.moduleID, t.state, dataflow.TaskFailed, 1)
 		return dataflow.TaskFailed, err
 	}
 	counts[key] = used + 1
@@ -317,15 +320,17 @@ func (b *Broker) settle(tx *wtx, now time.Time, t taskRow, mod *moduleInfo, code
 	b.rndMu.Lock()
 	delay := dataflow.Backoff(used+1, time.Duration(mod.def.RetryBackoff), MaxRetryBackoff, b.opts.Rand)
 	b.rndMu.Unlock()
-	if _, err := tx.Exec(`UPDATE tasks SET state = 'retrying', exit_code = ?, attempts = attempts + 1, fail_counts = ?, available_at = ?,
+	if _, err := tx.Exec(`UPDATE tasks SET prev_state = state, state = 'retrying', exit_code = ?, attempts = attempts + 1, fail_counts = ?, available_at = ?,
 		lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`,
 		code, string(cj), ms(now.Add(delay)), nowMS, t.id); err != nil {
 		return "", err
 	}
+	tx.moved(t.moduleID, t.state, dataflow.TaskRetrying, 1)
 	if delay == 0 {
-		if _, err := tx.Exec(`UPDATE tasks SET state = 'ready' WHERE id = ?`, t.id); err != nil {
+		if _, err := tx.Exec(`UPDATE tasks SET prev_state = state, state = 'ready' WHERE id = ?`, t.id); err != nil {
 			return "", err
 		}
+		tx.moved(t.moduleID, dataflow.TaskRetrying, dataflow.TaskReady, 1)
 		b.markReady(t.moduleID)
 		return dataflow.TaskReady, nil
 	}
@@ -375,11 +380,11 @@ func insertExecs(tx *wtx, rows []execRow) error {
 			full = append(full, r)
 		}
 	}
-	if _, err := bulkInsert(tx, `INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
+	if _, err := bulkExec(tx, `INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
 			started_at, ended_at, emitted)`, "", execLean+1, lean); err != nil {
 		return err
 	}
-	_, err := bulkInsert(tx, `INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
+	_, err := bulkExec(tx, `INSERT INTO task_execs (task_id, app_id, module_id, attempt, lease_gen, pilot_id, slot, host, exit_code,
 			started_at, ended_at, stdout_tail, stderr_tail, auxout, note, timestamps, input_bytes, output_bytes, emitted, image,
 			stage_in_bytes, stage_in_ms, stage_out_bytes, stage_out_ms)`, "", 24, full)
 	return err

@@ -28,7 +28,7 @@ type LeaseRequest struct {
 const (
 	leasePick = `SELECT id FROM tasks WHERE module_id = ?1 AND state = 'ready' AND (to_host = '' OR to_host = ?2)
 		ORDER BY sort_tag, id LIMIT ?3`
-	leaseSet = `UPDATE tasks SET state = 'leased', lease_pilot = ?1, lease_slot = NULL, lease_deadline = ?2,
+	leaseSet = `UPDATE tasks SET prev_state = state, state = 'leased', lease_pilot = ?1, lease_slot = NULL, lease_deadline = ?2,
 		lease_gen = lease_gen + 1, updated_at = ?3 WHERE state = 'ready' AND id `
 	leaseReturning = ` RETURNING id, body, headers, lease_gen, attempts, sort_tag`
 	leaseClaimOne  = leaseSet + "= ?4" + leaseReturning
@@ -124,6 +124,7 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 			for _, l := range got {
 				out = append(out, l.LeasedTask)
 			}
+			tx.moved(t.id, dataflow.TaskReady, dataflow.TaskLeased, len(got))
 		}
 		return nil
 	})
@@ -217,7 +218,7 @@ func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, held []int64, slo
 
 func markRunning(tx *wtx, pilotID int64, started []dataflow.Started, now int64) error {
 	for _, s := range started {
-		if _, err := tx.Exec(`UPDATE tasks SET state = 'running', lease_slot = ?, updated_at = ?
+		if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'running', lease_slot = ?, updated_at = ?
 			WHERE id = ? AND lease_gen = ? AND lease_pilot = ? AND state = 'leased'`, s.Slot, now, s.TaskID, s.Gen, pilotID); err != nil {
 			return err
 		}
@@ -234,8 +235,8 @@ func (b *Broker) Release(ctx context.Context, pilotID int64, tasks []dataflow.Le
 	err := b.writeReady(ctx, func(tx *wtx) error {
 		now := ms(b.now())
 		for _, t := range tasks {
-			if _, err := tx.Exec(`UPDATE tasks SET state = 'ready', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ?
-				WHERE id = ? AND lease_gen = ? AND lease_pilot = ? AND state = 'leased'`, now, t.ID, t.Gen, pilotID); err != nil {
+			if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'ready', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL,
+				updated_at = ? WHERE id = ? AND lease_gen = ? AND lease_pilot = ? AND state = 'leased'`, now, t.ID, t.Gen, pilotID); err != nil {
 				return err
 			}
 		}

@@ -71,8 +71,8 @@ func (b *Broker) Pilots(ctx context.Context, appID int64) ([]dataflow.PilotInfo,
 func (b *Broker) PilotLeft(ctx context.Context, id int64) error {
 	err := b.writeReady(ctx, func(tx *wtx) error {
 		now := ms(b.now())
-		if _, err := tx.Exec(`UPDATE tasks SET state = 'ready', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ?
-			WHERE state = 'leased' AND lease_pilot = ?`, now, id); err != nil {
+		if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'ready', lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL,
+			updated_at = ? WHERE state = 'leased' AND lease_pilot = ?`, now, id); err != nil {
 			return err
 		}
 		_, err := tx.Exec("UPDATE pilots SET state = 'left', last_seen = ? WHERE id = ?", now, id)

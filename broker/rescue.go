@@ -42,12 +42,12 @@ func (b *Broker) Rescue(ctx context.Context) (RescueResult, error) {
 			return err
 		}
 		rr.Expired = len(expired)
-		res, err := tx.Exec(`UPDATE tasks SET state = 'ready', updated_at = ? WHERE state = 'retrying' AND available_at <= ?`, ms(now), ms(now))
+		n, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'ready', updated_at = ? WHERE state = 'retrying' AND available_at <= ?`,
+			ms(now), ms(now))
 		if err != nil {
 			return err
 		}
-		n, _ := res.RowsAffected()
-		rr.Promoted = int(n)
+		rr.Promoted = n
 		return nil
 	})
 	if err != nil {

@@ -32,6 +32,9 @@ func insertSpecial(tx *wtx, appID, moduleID int64, msg dataflow.Message, dataKey
 		_, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, seq, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
 			VALUES (?, ?, ?, (SELECT coalesce(max(seq) + 1, 0) FROM tasks WHERE module_id = ? AND body = ?), ?, 'ready', ?, ?, ?, ?, ?)`,
 			appID, moduleID, msg.Body, moduleID, msg.Body, hj, sortTag, toHost, dataKey, now, now)
+		if err == nil {
+			tx.moved(moduleID, "", dataflow.TaskReady, 1)
+		}
 		return err == nil, err
 	}
 	res, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
@@ -41,6 +44,7 @@ func insertSpecial(tx *wtx, appID, moduleID int64, msg dataflow.Message, dataKey
 		return false, err
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
+		tx.moved(moduleID, "", dataflow.TaskReady, 1)
 		return true, nil
 	}
 	if !strings.EqualFold(h[dataflow.HeaderConflictAction], "OVERWRITE") {
@@ -48,7 +52,7 @@ func insertSpecial(tx *wtx, appID, moduleID int64, msg dataflow.Message, dataKey
 	}
 	// OVERWRITE: new headers for the next attempt; an ended task runs again
 	// with fresh retry counts. A task being run keeps its current attempt.
-	res, err = tx.Exec(`UPDATE tasks SET headers = ?, sort_tag = ?, to_host = ?, data_key = ?, updated_at = ?,
+	_, err = tx.updateStates(`UPDATE tasks SET headers = ?, sort_tag = ?, to_host = ?, data_key = ?, updated_at = ?, prev_state = state,
 			state = CASE WHEN state IN ('succeeded','failed','cancelled') THEN 'ready' ELSE state END,
 			exit_code = CASE WHEN state IN ('succeeded','failed','cancelled') THEN NULL ELSE exit_code END,
 			fail_counts = CASE WHEN state IN ('succeeded','failed','cancelled') THEN '{}' ELSE fail_counts END
@@ -65,7 +69,10 @@ func insertSpecial(tx *wtx, appID, moduleID int64, msg dataflow.Message, dataKey
 // many tasks were created or re-armed.
 func (b *Broker) insertTasks(tx *wtx, msgs []resolved, now int64) (int, error) {
 	n := 0
-	plain := make([][]any, 0, len(msgs))
+	// Plain messages are inserted per target module, so each statement's
+	// row count is that module's new tasks.
+	var modules []int64
+	plain := map[int64][][]any{}
 	for _, m := range msgs {
 		if m.Body == "" {
 			return n, fmt.Errorf("module %q: empty task body", m.Module)
@@ -81,13 +88,23 @@ func (b *Broker) insertTasks(tx *wtx, msgs []resolved, now int64) (int, error) {
 			}
 			continue
 		}
-		plain = append(plain, []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], dataKey(m), now, now})
+		if plain[m.moduleID] == nil {
+			modules = append(modules, m.moduleID)
+		}
+		plain[m.moduleID] = append(plain[m.moduleID], []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], dataKey(m), now, now})
 		b.markReady(m.moduleID)
 	}
-	k, err := bulkInsert(tx, `INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
-		SELECT column1, column2, column3, column4, 'ready', column5, column6, column7, column8, column9 FROM (`,
-		`) WHERE true ON CONFLICT (module_id, body, seq) DO NOTHING`, 9, plain)
-	return n + int(k), err
+	for _, module := range modules {
+		k, err := bulkExec(tx, `INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
+			SELECT column1, column2, column3, column4, 'ready', column5, column6, column7, column8, column9 FROM (`,
+			`) WHERE true ON CONFLICT (module_id, body, seq) DO NOTHING`, 9, plain[module])
+		if err != nil {
+			return n, err
+		}
+		tx.moved(module, "", dataflow.TaskReady, int(k))
+		n += int(k)
+	}
+	return n, nil
 }
 
 // AddTasks adds messages to an app's modules (Module empty = entry module)
