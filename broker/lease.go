@@ -20,19 +20,23 @@ type LeaseRequest struct {
 	TTL     time.Duration
 }
 
-// Leasing picks the oldest ready ids over the partial ready index, then
-// claims exactly those rows with UPDATE ... RETURNING, inside the writer's
-// transaction so no other lease can take them in between. Two statements
-// are cheaper than one: on the bench VM "UPDATE ... WHERE id = (SELECT ...)"
-// took ~200 µs of CPU per lease against ~50 µs for the pair.
+// Leasing claims the oldest ready tasks over the partial ready index with
+// one UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING, inside the
+// writer's transaction. (That form once cost ~200 µs of CPU against
+// ~50 µs for a separate pick and claim: SQLite re-planned it at every
+// bind, which qpsg.go stopped.) A module that caches its inputs first
+// picks the tasks whose input this node holds, then claims the ids.
 const (
 	leasePick = `SELECT id FROM tasks WHERE module_id = ?1 AND state = 'ready' AND (to_host = '' OR to_host = ?2)
 		ORDER BY sort_tag, id LIMIT ?3`
 	leaseSet = `UPDATE tasks SET prev_state = state, state = 'leased', lease_pilot = ?1, lease_slot = NULL, lease_deadline = ?2,
 		lease_gen = lease_gen + 1, updated_at = ?3 WHERE state = 'ready' AND id `
 	leaseReturning = ` RETURNING id, body, headers, lease_gen, attempts, sort_tag`
-	leaseClaimOne  = leaseSet + "= ?4" + leaseReturning
 	leaseClaimMany = leaseSet + "IN (SELECT value FROM json_each(?4))" + leaseReturning
+	// leaseClaimPicked picks and claims in one statement, for a module
+	// whose pick has no cached-input pass: no ids go to Go and back.
+	leaseClaimPicked = leaseSet + `IN (SELECT id FROM tasks WHERE module_id = ?4 AND state = 'ready' AND (to_host = '' OR to_host = ?5)
+		ORDER BY sort_tag, id LIMIT ?6)` + leaseReturning
 )
 
 // Lease claims ready tasks for a pilot in one commit: for each wanted
@@ -70,25 +74,21 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 			if err != nil {
 				return err
 			}
-			if len(ids) < t.max {
-				more, err := pickReady(tx, t.id, req.Host, t.max, ids)
-				if err != nil {
-					return err
-				}
-				ids = append(ids, more...)
-			}
-			if len(ids) == 0 {
-				continue
-			}
 			var rows *sql.Rows
-			if len(ids) == 1 {
-				rows, err = tx.Query(leaseClaimOne, req.PilotID, deadline, ms(now), ids[0])
+			if len(ids) == 0 {
+				rows, err = tx.Query(leaseClaimPicked, req.PilotID, deadline, ms(now), t.id, req.Host, t.max)
 			} else {
-				var list []byte
-				if list, err = json.Marshal(ids); err != nil {
-					return err
+				if len(ids) < t.max {
+					more, err := pickReady(tx, t.id, req.Host, t.max, ids)
+					if err != nil {
+						return err
+					}
+					ids = append(ids, more...)
 				}
-				rows, err = tx.Query(leaseClaimMany, req.PilotID, deadline, ms(now), string(list))
+				var list []byte
+				if list, err = json.Marshal(ids); err == nil {
+					rows, err = tx.Query(leaseClaimMany, req.PilotID, deadline, ms(now), string(list))
+				}
 			}
 			if err != nil {
 				return err

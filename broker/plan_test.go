@@ -14,14 +14,12 @@ func TestLeaseQueryUsesReadyIndex(t *testing.T) {
 	if want := "USING INDEX tasks_ready"; !contains(plan, want) || contains(plan, "TEMP B-TREE") {
 		t.Fatalf("lease plan:\n%s", plan)
 	}
-	for _, q := range []string{leaseClaimOne, leaseClaimMany} {
-		arg := any(int64(7))
-		if q == leaseClaimMany {
-			arg = "[7,8]"
-		}
-		if plan := queryPlan(t, b, q, 1, 2, 3, arg); contains(plan, "SCAN tasks") {
-			t.Fatalf("claim plan scans tasks:\n%s", plan)
-		}
+	if plan := queryPlan(t, b, leaseClaimMany, 1, 2, 3, "[7,8]"); contains(plan, "SCAN tasks") {
+		t.Fatalf("claim plan scans tasks:\n%s", plan)
+	}
+	plan = queryPlan(t, b, leaseClaimPicked, 1, 2, 3, 1, "h", 5)
+	if !contains(plan, "USING INDEX tasks_ready") || contains(plan, "SCAN tasks") || contains(plan, "TEMP B-TREE") {
+		t.Fatalf("pick-and-claim plan:\n%s", plan)
 	}
 }
 
