@@ -36,29 +36,69 @@ type SFTPAuth struct {
 // github.com/pkg/sftp. Names are relative to Root on the server.
 type SFTPStore struct {
 	root   string
+	c      *sftpConn // pooled (sftppool.go)
 	conn   *ssh.Client
 	client *sftp.Client
 	where  string
 }
 
-// DialSFTP connects to u (its path is the store's root).
+// DialSFTP connects to u (its path is the store's root), reusing an idle
+// connection to the same site and account when there is one.
 func DialSFTP(ctx context.Context, u URL, auth SFTPAuth) (*SFTPStore, error) {
 	if u.Scheme != SchemeSFTP {
 		return nil, fmt.Errorf("dial sftp: %s is not an sftp URL", u)
 	}
+	key := sftpKey(u, auth)
+	for c := takeIdle(key); c != nil; c = takeIdle(key) {
+		// A round trip that the store needs anyway tells whether the
+		// connection still works.
+		if s, err := newSFTPStore(c, u); err == nil {
+			return s, nil
+		}
+		c.close()
+	}
+	conn, client, err := dialSFTP(ctx, u, auth)
+	if err != nil {
+		return nil, err
+	}
+	c := newConn(key, conn, client)
+	s, err := newSFTPStore(c, u)
+	if err != nil {
+		c.close()
+		return nil, fmt.Errorf("dial %s: %w", u, err)
+	}
+	return s, nil
+}
+
+// newSFTPStore is a store rooted at u's path on connection c.
+func newSFTPStore(c *sftpConn, u URL) (*SFTPStore, error) {
+	root := path.Clean(u.Path)
+	if real, err := c.client.RealPath(root); err == nil {
+		root = real
+	} else if _, err := c.client.Getwd(); err != nil {
+		// Not a missing root (which a store to write creates): the
+		// connection does not answer.
+		return nil, err
+	}
+	addr := net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+	return &SFTPStore{root: root, c: c, conn: c.ssh, client: c.client, where: fmt.Sprintf("sftp://%s@%s", u.User, addr)}, nil
+}
+
+// dialSFTP opens a new connection with its sftp session.
+func dialSFTP(ctx context.Context, u URL, auth SFTPAuth) (*ssh.Client, *sftp.Client, error) {
 	hostKey, err := hostKeyCallback(auth)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", u, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", u, err)
 	}
 	var methods []ssh.AuthMethod
 	if auth.KeyFile != "" {
 		pem, err := os.ReadFile(auth.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("dial %s: key: %w", u, err)
+			return nil, nil, fmt.Errorf("dial %s: key: %w", u, err)
 		}
 		signer, err := ssh.ParsePrivateKey(pem)
 		if err != nil {
-			return nil, fmt.Errorf("dial %s: key %s: %w", u, auth.KeyFile, err)
+			return nil, nil, fmt.Errorf("dial %s: key %s: %w", u, auth.KeyFile, err)
 		}
 		methods = append(methods, ssh.PublicKeys(signer))
 	}
@@ -66,7 +106,7 @@ func DialSFTP(ctx context.Context, u URL, auth SFTPAuth) (*SFTPStore, error) {
 		methods = append(methods, agentAuth(sock))
 	}
 	if len(methods) == 0 {
-		return nil, fmt.Errorf("dial %s: no key file and no ssh agent ($SSH_AUTH_SOCK)", u)
+		return nil, nil, fmt.Errorf("dial %s: no key file and no ssh agent ($SSH_AUTH_SOCK)", u)
 	}
 	timeout := auth.Timeout
 	if timeout <= 0 {
@@ -76,13 +116,13 @@ func DialSFTP(ctx context.Context, u URL, auth SFTPAuth) (*SFTPStore, error) {
 	d := net.Dialer{Timeout: timeout}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", u, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", u, err)
 	}
 	nc.SetDeadline(time.Now().Add(timeout))
 	cc, chans, reqs, err := ssh.NewClientConn(nc, addr, &ssh.ClientConfig{User: u.User, Auth: methods, HostKeyCallback: hostKey, Timeout: timeout})
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("dial %s: %w", u, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", u, err)
 	}
 	nc.SetDeadline(time.Time{})
 	conn := ssh.NewClient(cc, chans, reqs)
@@ -102,13 +142,9 @@ func DialSFTP(ctx context.Context, u URL, auth SFTPAuth) (*SFTPStore, error) {
 	}
 	if err != nil {
 		conn.Close()
-		return nil, fmt.Errorf("dial %s: sftp subsystem: %w", u, err)
+		return nil, nil, fmt.Errorf("dial %s: sftp subsystem: %w", u, err)
 	}
-	root := path.Clean(u.Path)
-	if real, err := client.RealPath(root); err == nil {
-		root = real
-	}
-	return &SFTPStore{root: root, conn: conn, client: client, where: fmt.Sprintf("sftp://%s@%s", u.User, addr)}, nil
+	return conn, client, nil
 }
 
 func hostKeyCallback(a SFTPAuth) (ssh.HostKeyCallback, error) {
@@ -336,9 +372,14 @@ func (s *SFTPStore) SHA256(ctx context.Context, name string) (string, error) {
 // RemoveAll deletes the whole remote root; tests use it to clean up.
 func (s *SFTPStore) RemoveAll(string) error { return s.client.RemoveAll(s.root) }
 
+// Close gives the connection back to the pool (sftppool.go).
 func (s *SFTPStore) Close() error {
-	err := s.client.Close()
-	return errors.Join(err, s.conn.Close())
+	c := s.c
+	if c == nil {
+		return nil
+	}
+	s.c = nil
+	return c.release()
 }
 
 // agentAuth offers the keys of the ssh agent at sock.

@@ -66,3 +66,10 @@ cmp "$work/data.bin" "$work/back-sb.bin" && echo "   round trip verified"
 line=$(cd "$root" && go test ./staging -run '^$' -bench 'CacheHitVsCp' -benchtime "${HIT_ROUNDS:-6}x" | grep '^BenchmarkCacheHitVsCp')
 metric() { echo "$line" | awk -v m="$1" '{ for (i = 1; i < NF; i++) if ($(i+1) == m) print $i }'; }
 printf "   cache hit scalebox %5.0f MB/s   cp + sync    %5.0f MB/s   ratio %s (target >= 0.9)\n" "$(metric hit-MB/s)" "$(metric cp-MB/s)" "$(metric hit/cp)"
+# Many small files from the site, one after another (a dir-list then a
+# file-copy task per file): connections kept between copies vs a new SSH
+# connection per file.
+small=$(cd "$root" && go test ./staging -run '^$' -bench 'SFTPSmallFiles' -benchtime "${SMALL_ROUNDS:-3}x" | grep '^BenchmarkSFTPSmallFiles')
+rate() { echo "$small" | awk -v m="$1" '$1 ~ m { for (i = 1; i < NF; i++) if ($(i+1) == "files/s") print $i }'; }
+pooled=$(rate pooled); perfile=$(rate dial-per-file)
+printf "   4 KiB files: pooled connections %s files/s   a connection per file %s files/s   ratio %s\n" "$pooled" "$perfile" "$(ratio "$pooled" "$perfile")"

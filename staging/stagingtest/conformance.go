@@ -138,7 +138,7 @@ func read(t *testing.T, s staging.Store, name string, off int64) string {
 }
 
 // Put writes a file into a store.
-func Put(t *testing.T, s staging.Store, name string, data []byte) {
+func Put(t testing.TB, s staging.Store, name string, data []byte) {
 	t.Helper()
 	w, err := s.Append(context.Background(), name)
 	if err != nil {
