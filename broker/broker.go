@@ -57,10 +57,11 @@ type Broker struct {
 	path string
 	opts Options
 
-	ops    chan *op
-	done   chan struct{}
-	closed sync.Once
-	wg     sync.WaitGroup
+	ops     chan *op
+	done    chan struct{}
+	stopped chan struct{} // closed when the writer has returned
+	closed  sync.Once
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex
 	modules map[int64]*moduleInfo // by module id
@@ -148,6 +149,7 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		w: w, r: r, path: path, opts: opts,
 		ops:     make(chan *op, 4096),
 		done:    make(chan struct{}),
+		stopped: make(chan struct{}),
 		modules: map[int64]*moduleInfo{},
 		byName:  map[appModule]int64{},
 		apps:    map[int64]*appInfo{},
@@ -261,17 +263,23 @@ func (b *Broker) writeOp(ctx context.Context, signal bool, fn func(tx *wtx) erro
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// Wait for the op even when ctx ends first: the writer skips an op
+	// whose context ended before it ran, but one already running
+	// finishes, and its closure writes the caller's variables (returning
+	// early was a data race the race detector found in Rescue at
+	// shutdown). Its error says whether it committed.
 	select {
 	case <-o.done:
 		return o.err
-	case <-ctx.Done():
-		// The op may still commit; callers that must know use request ids.
-		return ctx.Err()
+	case <-b.stopped:
+		// The writer has gone; nothing runs the op any more.
+		return ErrClosed
 	}
 }
 
 func (b *Broker) writer() {
 	defer b.wg.Done()
+	defer close(b.stopped)
 	batch := make([]*op, 0, b.opts.MaxBatch)
 	for {
 		var first *op

@@ -307,3 +307,22 @@ func TestHostBoundFollowsItsData(t *testing.T) {
 		t.Fatalf("n2 leased %v, want [moves]", got)
 	}
 }
+
+// A caller whose context ends while its op runs gets the op's outcome,
+// not an early return while the op still writes the caller's variables.
+func TestWriteWaitsForItsRunningOp(t *testing.T) {
+	b, _ := openTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	running := make(chan struct{})
+	go func() { <-running; cancel() }()
+	wrote := false
+	err := b.write(ctx, func(tx *wtx) error {
+		close(running)
+		<-ctx.Done()
+		wrote = true
+		return nil
+	})
+	if err != nil || !wrote {
+		t.Fatalf("write returned %v with the op's write seen: %v; want it to wait for the op, which committed", err, wrote)
+	}
+}
