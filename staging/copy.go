@@ -27,7 +27,23 @@ type Result struct {
 	Bytes   int64  `json:"bytes"`   // read from the source by this call
 	Resumed int64  `json:"resumed"` // kept from an earlier, interrupted copy (re-verified)
 	SHA256  string `json:"sha256"`  // of the whole file, hex
+	// Verified says how the target's file was checked against SHA256.
+	Verified string `json:"verified"`
 }
+
+// How a copy was verified (Result.Verified).
+const (
+	// VerifiedOnTheWay: the target is this node's filesystem; the bytes
+	// were hashed on their way in (a read-back would come from the page
+	// cache and check nothing).
+	VerifiedOnTheWay = "on the way in"
+	// VerifiedWhileWritten: the site hashed the file as it was written.
+	VerifiedWhileWritten = "by the site while written"
+	// VerifiedBySite: the site hashed the finished file.
+	VerifiedBySite = "by the site"
+	// VerifiedReadBack: the file was read back from the target.
+	VerifiedReadBack = "read back"
+)
 
 // partState is kept next to the part file: the source it is a copy of and,
 // for each chunk written, the state of the whole file's SHA-256 after it
@@ -113,7 +129,18 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 			return res, fmt.Errorf("copy %s: %w there: need %d bytes, %d free", to, ErrNoSpace, need, free)
 		}
 	}
-	if err := copyChunks(ctx, src, from, dst, part, stateFile, &st, &res, whole, progress); err != nil {
+	_, local := dst.(*DirStore)
+	var site SiteHash
+	if sh, ok := dst.(StreamHasher); ok && !local {
+		if site, err = sh.HashWhileWritten(ctx, part); err == nil && site.Written(res.Resumed) != nil {
+			site.Close()
+			site = nil
+		}
+	}
+	if err := copyChunks(ctx, src, from, dst, part, stateFile, &st, &res, whole, site, progress); err != nil {
+		if site != nil {
+			site.Close()
+		}
 		if errors.Is(err, syscall.ENOSPC) {
 			// The space is what is short; a part kept for resuming would
 			// hold on to it.
@@ -129,12 +156,21 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 	// on this node's own filesystems: a read-back right after the write
 	// comes from the page cache, which holds the bytes hashed on their way
 	// in, so it would check nothing and cost a pass over the file.
-	onDisk := res.SHA256
-	if _, local := dst.(*DirStore); !local {
-		if onDisk, err = targetSHA256(ctx, dst, part); err != nil {
+	onDisk, how := res.SHA256, VerifiedOnTheWay
+	if site != nil {
+		// A site hash that failed (a tool missing there, the session
+		// cut) says nothing about the file: check it the slow way.
+		if onDisk, err = site.Sum(); err == nil {
+			how = VerifiedWhileWritten
+		}
+		site.Close()
+	}
+	if !local && how == VerifiedOnTheWay {
+		if onDisk, how, err = targetSHA256(ctx, dst, part); err != nil {
 			return res, err
 		}
 	}
+	res.Verified = how
 	if onDisk != res.SHA256 {
 		dst.Remove(ctx, part)
 		dst.Remove(ctx, stateFile)
@@ -166,7 +202,8 @@ type block struct {
 	err error
 }
 
-func copyChunks(ctx context.Context, src Store, from string, dst Store, part, stateFile string, st *partState, res *Result, whole hash.Hash, progress Progress) error {
+func copyChunks(ctx context.Context, src Store, from string, dst Store, part, stateFile string, st *partState, res *Result, whole hash.Hash,
+	site SiteHash, progress Progress) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r, err := src.Open(ctx, from, res.Resumed)
@@ -236,6 +273,11 @@ func copyChunks(ctx context.Context, src Store, from string, dst Store, part, st
 			}
 			done += int64(b.n)
 			res.Bytes += int64(b.n)
+			if site != nil && site.Written(done) != nil {
+				// Verified the slow way at the end instead.
+				site.Close()
+				site = nil
+			}
 			if b.n == ChunkSize {
 				st.States = append(st.States, hex.EncodeToString(state))
 				if pending++; pending == recordEvery {
@@ -349,13 +391,14 @@ func saveState(ctx context.Context, s Store, name string, st *partState) error {
 	return s.Rename(ctx, tmp, name)
 }
 
-func targetSHA256(ctx context.Context, s Store, name string) (string, error) {
+func targetSHA256(ctx context.Context, s Store, name string) (string, string, error) {
 	if h, ok := s.(Hasher); ok {
 		if sum, err := h.SHA256(ctx, name); err == nil {
-			return sum, nil
+			return sum, VerifiedBySite, nil
 		}
 	}
-	return fileSHA256(ctx, s, name)
+	sum, err := fileSHA256(ctx, s, name)
+	return sum, VerifiedReadBack, err
 }
 
 // fileSHA256 reads a file of a store and returns its SHA-256.

@@ -240,6 +240,11 @@ func TestSFTPUploadResumes(t *testing.T) {
 	if res.Resumed != 2*staging.ChunkSize || res.Bytes != int64(len(data))-2*staging.ChunkSize {
 		t.Errorf("resumed %d, sent %d bytes; want 2 chunks kept and only the rest sent", res.Resumed, res.Bytes)
 	}
+	// The kept chunks and the sent ones were hashed on the site as they
+	// were written, not in a pass after the upload.
+	if res.Verified != staging.VerifiedWhileWritten {
+		t.Errorf("upload verified %q, want %q", res.Verified, staging.VerifiedWhileWritten)
+	}
 	r, err := remote.Open(ctx, "out/up.bin", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -275,7 +280,11 @@ func TestCopyVerificationFailure(t *testing.T) {
 	src, _ := openDir(t)
 	dst, dir := openDir(t)
 	stagingtest.Put(t, src, "f", stagingtest.Pattern(1000))
-	_, err := staging.Copy(ctx, src, "f", lyingStore{dst}, "f", nil)
+	res, err := staging.Copy(ctx, src, "f", dst, "g", nil)
+	if err != nil || res.Verified != staging.VerifiedOnTheWay {
+		t.Fatalf("local copy: %+v, %v", res, err)
+	}
+	_, err = staging.Copy(ctx, src, "f", lyingStore{dst}, "f", nil)
 	if err == nil || !strings.Contains(err.Error(), "verification failed") {
 		t.Fatalf("Copy onto a target that does not verify: %v", err)
 	}
@@ -345,5 +354,40 @@ func TestCopyNoSpace(t *testing.T) {
 				t.Fatalf("left on the target: %v", left)
 			}
 		})
+	}
+}
+
+// corruptingStore flips one byte of everything written through it, as a
+// faulty link or disk on the way would.
+type corruptingStore struct{ *staging.SFTPStore }
+
+func (s corruptingStore) Append(ctx context.Context, name string) (staging.Writer, error) {
+	w, err := s.SFTPStore.Append(ctx, name)
+	return corruptingWriter{w}, err
+}
+
+type corruptingWriter struct{ staging.Writer }
+
+func (w corruptingWriter) Write(b []byte) (int, error) {
+	c := append([]byte(nil), b...)
+	c[len(c)/2] ^= 0xff
+	return w.Writer.Write(c)
+}
+
+// An upload whose bytes arrive changed is caught by the site's hash made
+// while it was written: no file under the name, no part left.
+func TestSFTPUploadCorruptedOnTheWay(t *testing.T) {
+	ctx := context.Background()
+	remote, _ := stagingtest.SFTPDir(t)
+	local, _ := openDir(t)
+	stagingtest.Put(t, local, "f.bin", stagingtest.Pattern(2*staging.ChunkSize+17))
+	_, err := staging.Copy(ctx, local, "f.bin", corruptingStore{remote.(*staging.SFTPStore)}, "f.bin", nil)
+	if err == nil || !strings.Contains(err.Error(), "verification failed") {
+		t.Fatalf("corrupted upload: %v, want a verification failure", err)
+	}
+	for _, name := range []string{"f.bin", staging.PartName("f.bin")} {
+		if _, err := remote.Stat(ctx, name); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s exists on the site after a failed verification: %v", name, err)
+		}
 	}
 }

@@ -35,6 +35,25 @@ type Hasher interface {
 	SHA256(ctx context.Context, name string) (string, error)
 }
 
+// StreamHasher is a Hasher that can hash a file on its site while Copy
+// writes it: told each prefix that is complete, the site reads those bytes
+// from its own page cache, so its checksum is ready right after the last
+// one instead of a whole pass over the file later.
+type StreamHasher interface {
+	HashWhileWritten(ctx context.Context, name string) (SiteHash, error)
+}
+
+// SiteHash is one file being hashed on its site as it is written.
+type SiteHash interface {
+	// Written says the file's first n bytes are complete; n only grows.
+	Written(n int64) error
+	// Sum returns the SHA-256 of the first n bytes given last, once the
+	// site has them all.
+	Sum() (string, error)
+	// Close abandons the hash.
+	Close() error
+}
+
 // Writer is an open file being written.
 type Writer interface {
 	io.Writer

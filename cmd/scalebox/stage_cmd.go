@@ -144,6 +144,6 @@ func stageCopy(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(c, res)
 	}
-	fmt.Fprintf(c.App.Writer, "%s  %d bytes (%d resumed)  sha256 %s\n", c.Args().Get(1), res.Size, res.Resumed, res.SHA256)
+	fmt.Fprintf(c.App.Writer, "%s  %d bytes (%d resumed)  sha256 %s  verified %s\n", c.Args().Get(1), res.Size, res.Resumed, res.SHA256, res.Verified)
 	return nil
 }
