@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -191,10 +192,67 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 // then, and a sync per chunk only made the transfer wait for the disk
 // (on sftp, a round trip and a server fsync per 8 MiB). The part is
 // synced once, before it is verified and renamed.
-const (
-	recordEvery = 1
-	inFlight    = 3 // chunk buffers: one being read, one written, one spare
-)
+//
+// The state is written beside the transfer, not in its path: on a
+// remote target a save is several round trips (create, write, close,
+// rename), and saving after each chunk in line made an upload over a
+// 20 ms RTT link 2.8x slower (14 vs 40 MB/s). The saver writes the latest
+// state whenever it is free; a state that lags the part only means a
+// resume re-sends a little more.
+const inFlight = 3 // chunk buffers: one being read, one written, one spare
+
+// stateSaver writes a copy's part state in the background, latest first.
+type stateSaver struct {
+	mu     sync.Mutex
+	latest *partState
+	wake   chan struct{}
+	done   chan struct{}
+	err    error
+}
+
+func startSaver(ctx context.Context, cancel context.CancelFunc, dst Store, stateFile string) *stateSaver {
+	sv := &stateSaver{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	go func() {
+		defer close(sv.done)
+		for range sv.wake {
+			sv.mu.Lock()
+			st := sv.latest
+			sv.latest = nil
+			sv.mu.Unlock()
+			if st == nil {
+				continue
+			}
+			if err := saveState(ctx, dst, stateFile, st); err != nil {
+				// As a failed write would: the copy stops.
+				sv.err = err
+				cancel()
+				return
+			}
+		}
+	}()
+	return sv
+}
+
+// record queues st (its States are only ever appended to, so sharing
+// them is safe) in place of any state not written yet.
+func (sv *stateSaver) record(st partState) {
+	st.States = st.States[:len(st.States):len(st.States)]
+	sv.mu.Lock()
+	sv.latest = &st
+	sv.mu.Unlock()
+	select {
+	case sv.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop waits for the last queued state to be written: after the copy
+// the part is renamed and the state removed, which must not race a save.
+func (sv *stateSaver) stop() error {
+	close(sv.wake)
+	<-sv.done
+	return sv.err
+}
 
 type block struct {
 	buf []byte
@@ -246,8 +304,28 @@ func copyChunks(ctx context.Context, src Store, from string, dst Store, part, st
 	}()
 	// Stop the reader (cancel, then wait) on every way out.
 	defer func() { cancel(); <-readerDone }()
+	saver := startSaver(ctx, cancel, dst, stateFile)
+	err = copyLoop(ctx, filled, free, w, part, st, res, whole, site, saver, progress)
+	if serr := saver.stop(); serr != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		// The saver's failure is what stopped the copy.
+		return fmt.Errorf("copy %s: record progress: %w", part, serr)
+	}
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if res.Resumed+res.Bytes != st.Size {
+		return fmt.Errorf("copy: the source changed while it was copied: %d bytes read, %d expected", res.Resumed+res.Bytes, st.Size)
+	}
+	return w.Sync()
+}
+
+// copyLoop writes and hashes the chunks the reader filled.
+func copyLoop(ctx context.Context, filled <-chan block, free chan<- []byte, w Writer, part string, st *partState, res *Result,
+	whole hash.Hash, site SiteHash, saver *stateSaver, progress Progress) error {
 	done := res.Resumed
-	pending := 0 // chunks written since the state was saved
 	for b := range filled {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -280,12 +358,7 @@ func copyChunks(ctx context.Context, src Store, from string, dst Store, part, st
 			}
 			if b.n == ChunkSize {
 				st.States = append(st.States, hex.EncodeToString(state))
-				if pending++; pending == recordEvery {
-					if err := saveState(ctx, dst, stateFile, st); err != nil {
-						return err
-					}
-					pending = 0
-				}
+				saver.record(*st)
 			}
 			if progress != nil {
 				progress(done, st.Size)
@@ -299,13 +372,7 @@ func copyChunks(ctx context.Context, src Store, from string, dst Store, part, st
 			return fmt.Errorf("copy: read source: %w", b.err)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if done != st.Size {
-		return fmt.Errorf("copy: the source changed while it was copied: %d bytes read, %d expected", done, st.Size)
-	}
-	return w.Sync()
+	return nil
 }
 
 // verifyChunks re-reads the recorded chunks of a part file and returns how
