@@ -292,11 +292,26 @@ func (r *fileStream) Close() error {
 // header room) as OpenSSH's sftp-server reports them.
 const largePacket = 255 << 10
 
-type sftpWriter struct{ *sftp.File }
+// sftpWriter writes at its own offset, never with SSH_FXF_APPEND: an
+// appending server (OpenSSH's, through pwrite on an O_APPEND file) puts
+// every request at the end, so Copy's overlapped chunk writes
+// (io.WriterAt) would land in the order they arrived.
+type sftpWriter struct {
+	*sftp.File
+	off int64
+}
+
+func (w *sftpWriter) overlaps() {}
+
+func (w *sftpWriter) Write(b []byte) (int, error) {
+	n, err := w.File.WriteAt(b, w.off)
+	w.off += int64(n)
+	return n, err
+}
 
 // Sync asks the server to fsync (the fsync@openssh.com extension); a
 // server without it leaves durability to its own close.
-func (w sftpWriter) Sync() error {
+func (w *sftpWriter) Sync() error {
 	if err := w.File.Sync(); err != nil && !errors.Is(err, sftp.ErrSSHFxOpUnsupported) {
 		return err
 	}
@@ -311,11 +326,16 @@ func (s *SFTPStore) Append(_ context.Context, name string) (Writer, error) {
 	if err := s.client.MkdirAll(path.Dir(p)); err != nil {
 		return nil, s.wrap("mkdir", path.Dir(name), err)
 	}
-	f, err := s.client.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND)
+	f, err := s.client.OpenFile(p, os.O_WRONLY|os.O_CREATE)
 	if err != nil {
 		return nil, s.wrap("open", name, err)
 	}
-	return sftpWriter{f}, nil
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, s.wrap("stat", name, err)
+	}
+	return &sftpWriter{File: f, off: fi.Size()}, nil
 }
 
 func (s *SFTPStore) Truncate(_ context.Context, name string, size int64) error {
