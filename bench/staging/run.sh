@@ -4,6 +4,8 @@
 # cp. Prints MB/s and the ratios. Needs the test sshd (make cluster-up).
 #
 #   bench/staging/run.sh [MiB]     (default 1024)
+#   RTT_MS=20 bench/staging/run.sh 256   sftp only, through a proxy adding
+#                                        a 20 ms round trip (delayproxy/)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -18,6 +20,18 @@ remote_dir=${SCALEBOX_SFTP_URL#sftp://*@*/}
 remote_dir=/${remote_dir#/}
 hostport=${SCALEBOX_SFTP_URL#sftp://}; hostport=${hostport%%/*}
 user=${hostport%@*}; host=${hostport#*@}; port=${host#*:}; host=${host%:*}
+link="loopback"
+if [ -n "${RTT_MS:-}" ]; then
+  (cd "$root" && go build -o "$work/delayproxy" ./bench/staging/delayproxy)
+  pport=$((port + 1000))
+  "$work/delayproxy" -listen "127.0.0.1:$pport" -target "$host:$port" -delay "$((RTT_MS * 500))us" &
+  proxy=$!
+  trap 'kill $proxy 2>/dev/null; rm -rf "$work"' EXIT
+  for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$pport") 2>/dev/null && break; sleep 0.1; done
+  host=127.0.0.1; port=$pport
+  SCALEBOX_SFTP_URL="sftp://$user@$host:$port$remote_dir"
+  link="loopback + $RTT_MS ms round trip"
+fi
 # ssh refuses a key others can read; the test key is 0644 for test users.
 install -m 600 "$SCALEBOX_SFTP_KEY" "$work/key"
 ssh_opts=(-o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" -i "$work/key" -P "$port")
@@ -25,7 +39,7 @@ echo "[$host]:$port $SCALEBOX_SFTP_HOST_KEY" > "$work/known_hosts"
 now() { date +%s.%N; }
 run_sb() { "$bin" stage cp --key "$SCALEBOX_SFTP_KEY" --host-key "$SCALEBOX_SFTP_HOST_KEY" "$@" >/dev/null; }
 
-echo "== $mib MiB over sftp on $host:$port (loopback), and local: vs cp"
+echo "== $mib MiB over sftp on $host:$port ($link), and local: vs cp"
 # The test file is flushed first: its writeback would otherwise slow
 # whichever transfer runs first. Each pair runs twice, in both orders,
 # and the rate is over both runs.
@@ -54,6 +68,11 @@ read -r t_sb t_os < <(pair sb_up os_up)
 up_sb=$(mbs "$t_sb"); up_os=$(mbs "$t_os")
 read -r t_sb t_os < <(pair sb_down os_down)
 down_sb=$(mbs "$t_sb"); down_os=$(mbs "$t_os")
+if [ -n "${RTT_MS:-}" ]; then
+  printf "   upload    scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s\n" "$up_sb" "$up_os" "$(ratio "$up_sb" "$up_os")"
+  printf "   download  scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s\n" "$down_sb" "$down_os" "$(ratio "$down_sb" "$down_os")"
+  exit 0
+fi
 read -r t_sb t_os < <(pair sb_loc cp_loc)
 loc_sb=$(mbs "$t_sb"); loc_cp=$(mbs "$t_os")
 printf "   upload    scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s (target >= 0.8)\n" "$up_sb" "$up_os" "$(ratio "$up_sb" "$up_os")"
