@@ -274,9 +274,16 @@ func copyChunks(ctx context.Context, src Store, from string, dst Store, part, st
 		return err
 	}
 	defer w.Close()
+	// A file smaller than a chunk gets buffers of its size (one byte
+	// more, so the read that fills it also sees the end): four 8 MiB
+	// buffers per copy of a 4 KiB file were most of its cost.
+	bufSize := ChunkSize
+	if rest := st.Size - res.Resumed; rest < ChunkSize {
+		bufSize = int(rest) + 1
+	}
 	free := make(chan []byte, inFlight)
 	for range inFlight {
-		free <- make([]byte, ChunkSize)
+		free <- make([]byte, bufSize)
 	}
 	filled := make(chan block, inFlight)
 	readerDone := make(chan struct{})
