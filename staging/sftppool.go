@@ -48,6 +48,12 @@ func sftpKey(u URL, auth SFTPAuth) string {
 
 // takeIdle returns an idle connection for key, if there is one.
 func takeIdle(key string) *sftpConn {
+	var dead []*sftpConn
+	defer func() {
+		for _, c := range dead {
+			c.close()
+		}
+	}()
 	sftpPool.mu.Lock()
 	defer sftpPool.mu.Unlock()
 	list := sftpPool.idle[key]
@@ -55,9 +61,13 @@ func takeIdle(key string) *sftpConn {
 		c := list[len(list)-1]
 		list = list[:len(list)-1]
 		sftpPool.idle[key] = list
-		if c.timer.Stop() && !c.dead.Load() {
+		if !c.timer.Stop() {
+			continue // its idle time is up: being closed
+		}
+		if !c.dead.Load() {
 			return c
 		}
+		dead = append(dead, c)
 	}
 	return nil
 }
