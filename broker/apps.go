@@ -121,6 +121,9 @@ func (b *Broker) CreateApp(ctx context.Context, app *dataflow.App, extra []dataf
 				return err
 			}
 			ids[m.Name], _ = res.LastInsertId()
+			if err := addCountRows(tx, ids[m.Name]); err != nil {
+				return err
+			}
 		}
 		var msgs []dataflow.Message
 		for _, m := range app.Modules {

@@ -74,9 +74,6 @@ type Broker struct {
 	// touched collects, inside the writer, the modules given ready tasks by
 	// the group being committed.
 	touched map[int64]bool
-	// counted holds the task_counts rows that exist (rows are never
-	// deleted); the writer's alone.
-	counted map[countKey]bool
 	rndMu   sync.Mutex
 }
 
@@ -155,13 +152,8 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		apps:    map[int64]*appInfo{},
 		ready:   map[int64]chan struct{}{},
 		touched: map[int64]bool{},
-		counted: map[countKey]bool{},
 	}
-	err = b.loadCache(ctx)
-	if err == nil {
-		err = b.loadCounted(ctx)
-	}
-	if err != nil {
+	if err := b.loadCache(ctx); err != nil {
 		r.Close()
 		w.Close()
 		return nil, err
@@ -341,17 +333,11 @@ func (b *Broker) commit(batch []*op) {
 				tx.endOp(o.err == nil)
 			}
 		}
-		var created []countKey
-		if created, err = tx.flushCounts(b.counted); err == nil {
+		if err = tx.flushCounts(); err == nil {
 			_, err = tx.Exec("COMMIT")
 		}
 		if err != nil {
 			tx.rollback()
-		}
-		for _, k := range created {
-			if err == nil {
-				b.counted[k] = true
-			}
 		}
 	}
 	signal := false
@@ -372,7 +358,6 @@ func (b *Broker) commit(batch []*op) {
 	}
 }
 
-// runGuarded runs fn, turning a panic into an error.
 // wtx is the writer's transaction: BEGIN and COMMIT are SQL on the one
 // writer connection rather than a database/sql Tx, because a Tx starts a
 // goroutine to watch its context and so does every query made in it;
@@ -401,6 +386,7 @@ func (t *wtx) QueryRow(query string, args ...any) *sql.Row {
 // already (some errors do), so "no transaction" is not an error here.
 func (t *wtx) rollback() { t.Exec("ROLLBACK") }
 
+// runGuarded runs fn, turning a panic into an error.
 func runGuarded(tx *wtx, fn func(tx *wtx) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {

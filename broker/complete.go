@@ -294,25 +294,18 @@ func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completi
 	return out, nil
 }
 
-// settle moves an attempt's task to its next state: succeeded, retrying
-// (with backoff) while its retry rules allow, else failed.
+// settle moves a failed attempt's task (code != 0) to its next state:
+// retrying (with backoff) while its retry rules allow, else failed.
 func (b *Broker) settle(tx *wtx, now time.Time, t taskRow, mod *moduleInfo, code int) (dataflow.TaskState, error) {
 	nowMS := ms(now)
-	if code == 0 {
-		_, err := tx.Exec(`UPDATE tasks SET prev_state = state, state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL,
-			lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`, nowMS, t.id)
-		tx.moved(t.moduleID, t.state, dataflow.TaskSucceeded, 1)
-		return dataflow.TaskSucceeded, err
-	}
 	counts := map[string]int{}
 	_ = json.Unmarshal([]byte(t.failCounts), &counts)
 	rules := mod.def.RetryRules
 	key := rules.Key(code)
 	used := counts[key]
 	if used >= rules.Allowed(code) {
-		_, err := tx.Exec(`UPDATE tasks SET prev_state = state, state = 'failed', exit_code = ?, attempts = attempts + 1, lease_pilot = NULL,
+		_, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'failed', exit_code = ?, attempts = attempts + 1, lease_pilot = NULL,
 			lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`, code, nowMS, t.id)
-		tx.moved(t.moduleID, t.state, dataflow.TaskFailed, 1)
 		return dataflow.TaskFailed, err
 	}
 	counts[key] = used + 1
@@ -320,17 +313,15 @@ func (b *Broker) settle(tx *wtx, now time.Time, t taskRow, mod *moduleInfo, code
 	b.rndMu.Lock()
 	delay := dataflow.Backoff(used+1, time.Duration(mod.def.RetryBackoff), MaxRetryBackoff, b.opts.Rand)
 	b.rndMu.Unlock()
-	if _, err := tx.Exec(`UPDATE tasks SET prev_state = state, state = 'retrying', exit_code = ?, attempts = attempts + 1, fail_counts = ?, available_at = ?,
+	if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'retrying', exit_code = ?, attempts = attempts + 1, fail_counts = ?, available_at = ?,
 		lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`,
 		code, string(cj), ms(now.Add(delay)), nowMS, t.id); err != nil {
 		return "", err
 	}
-	tx.moved(t.moduleID, t.state, dataflow.TaskRetrying, 1)
 	if delay == 0 {
-		if _, err := tx.Exec(`UPDATE tasks SET prev_state = state, state = 'ready' WHERE id = ?`, t.id); err != nil {
+		if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'ready' WHERE id = ?`, t.id); err != nil {
 			return "", err
 		}
-		tx.moved(t.moduleID, dataflow.TaskRetrying, dataflow.TaskReady, 1)
 		b.markReady(t.moduleID)
 		return dataflow.TaskReady, nil
 	}

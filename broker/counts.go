@@ -1,9 +1,6 @@
 package broker
 
 import (
-	"context"
-	"fmt"
-
 	"github.com/scalebox-hpc/scalebox/dataflow"
 )
 
@@ -71,47 +68,30 @@ func (t *wtx) endOp(kept bool) {
 	clear(t.moves)
 }
 
-// flushCounts writes the group's net moves: a row for each (module,
-// state) not counted yet, then one UPDATE of all changed rows, so the
-// CHECK (n >= 0) sees final values (an upsert would check the negative
-// delta itself). It returns the rows it created, which the caller notes
-// in counted once the commit is durable.
-func (t *wtx) flushCounts(counted map[countKey]bool) ([]countKey, error) {
-	var created []countKey
-	var fresh, deltas [][]any
+// flushCounts writes the group's net moves in one UPDATE; every module
+// has a row per state from its creation (addCountRows), so no move needs
+// an insert. (An upsert could not carry a negative delta: CHECK (n >= 0)
+// is tested on the row it would insert.)
+func (t *wtx) flushCounts() error {
+	var deltas [][]any
 	for k, n := range t.group {
-		if n == 0 {
-			continue
+		if n != 0 {
+			deltas = append(deltas, []any{k.module, string(k.state), n})
 		}
-		if !counted[k] {
-			created = append(created, k)
-			fresh = append(fresh, []any{k.module, string(k.state)})
-		}
-		deltas = append(deltas, []any{k.module, string(k.state), n})
 	}
 	clear(t.group)
-	if _, err := bulkExec(t, "INSERT INTO task_counts (module_id, state, n) SELECT column1, column2, 0 FROM (",
-		") WHERE true ON CONFLICT (module_id, state) DO NOTHING", 2, fresh); err != nil {
-		return nil, err
-	}
 	_, err := bulkExec(t, "UPDATE task_counts SET n = n + d.column3 FROM (",
 		") AS d WHERE task_counts.module_id = d.column1 AND task_counts.state = d.column2", 3, deltas)
-	return created, err
+	return err
 }
 
-// loadCounted reads which task_counts rows exist.
-func (b *Broker) loadCounted(ctx context.Context) error {
-	rows, err := b.r.QueryContext(ctx, "SELECT module_id, state FROM task_counts")
-	if err != nil {
-		return fmt.Errorf("load task counts: %w", err)
+// addCountRows gives a new module its count of 0 in every state.
+func addCountRows(tx *wtx, module int64) error {
+	rows := make([][]any, len(dataflow.AllTaskStates))
+	for i, st := range dataflow.AllTaskStates {
+		rows[i] = []any{module, string(st)}
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var k countKey
-		if err := rows.Scan(&k.module, &k.state); err != nil {
-			return fmt.Errorf("load task counts: %w", err)
-		}
-		b.counted[k] = true
-	}
-	return rows.Err()
+	_, err := bulkExec(tx, "INSERT INTO task_counts (module_id, state, n) SELECT column1, column2, 0 FROM (",
+		") WHERE true ON CONFLICT (module_id, state) DO NOTHING", 2, rows)
+	return err
 }

@@ -22,3 +22,10 @@ ALTER TABLE tasks ADD COLUMN prev_state TEXT NOT NULL DEFAULT '' CONSTRAINT task
   -- an explicit re-run (conflict_action=OVERWRITE)
   OR (prev_state IN ('succeeded','failed','cancelled') AND state = 'ready')
 );
+
+-- Every module has a count row per state, so the writer's one UPDATE per
+-- commit finds the rows it changes (new modules get theirs when created).
+INSERT INTO task_counts (module_id, state, n)
+  SELECT m.id, s.value, 0 FROM modules m,
+    json_each('["initial","ready","leased","running","retrying","succeeded","failed","cancelled"]') s
+  WHERE true ON CONFLICT (module_id, state) DO NOTHING;
