@@ -18,6 +18,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/scalebox-hpc/scalebox/templates"
 )
 
 // SFTPAuth is how to reach a remote site. Exactly one host key check is
@@ -412,14 +414,20 @@ func (s *SFTPStore) SHA256(ctx context.Context, name string) (string, error) {
 	// sha256sum often does not (on the CI's Debian: 1.0 GB/s vs 0.17 GB/s,
 	// which made the remote check take longer than the upload). p is
 	// absolute, so it cannot be read as an option.
-	q := "'" + strings.ReplaceAll(p, "'", `'\''`) + "'"
+	q := templates.ShellQuote(p)
 	out, err := sess.Output("openssl dgst -sha256 -r " + q + " 2>/dev/null || sha256sum -b -- " + q)
 	if err != nil {
 		return "", fmt.Errorf("sha256sum on %s: %w", s.where, err)
 	}
+	return parseDigest(out, "sha256sum on "+s.where)
+}
+
+// parseDigest reads the hex digest that `openssl dgst -r` and sha256sum
+// print first on their line.
+func parseDigest(out []byte, what string) (string, error) {
 	sum, _, _ := strings.Cut(string(out), " ")
 	if len(sum) != 64 {
-		return "", fmt.Errorf("sha256sum on %s: unexpected output %q", s.where, out)
+		return "", fmt.Errorf("%s: unexpected output %q", what, out)
 	}
 	return sum, nil
 }
@@ -485,8 +493,7 @@ func (s *SFTPStore) HashWhileWritten(ctx context.Context, name string) (SiteHash
 	}
 	h := &sftpSiteHash{sess: sess, in: in, where: s.where}
 	sess.Stdout, sess.Stderr = &h.out, &h.errs
-	q := func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-	if err := sess.Start("sh -c " + q(siteHashScript) + " sh " + q(p)); err != nil {
+	if err := sess.Start("sh -c " + templates.ShellQuote(siteHashScript) + " sh " + templates.ShellQuote(p)); err != nil {
 		sess.Close()
 		return nil, err
 	}
@@ -520,11 +527,7 @@ func (h *sftpSiteHash) Sum() (string, error) {
 	if err != nil || h.errs.Len() > 0 {
 		return "", fmt.Errorf("sha-256 on %s while written: %v %s", h.where, err, strings.TrimSpace(h.errs.String()))
 	}
-	sum, _, _ := strings.Cut(h.out.String(), " ")
-	if len(sum) != 64 {
-		return "", fmt.Errorf("sha-256 on %s while written: unexpected output %q", h.where, h.out.String())
-	}
-	return sum, nil
+	return parseDigest(h.out.Bytes(), "sha-256 on "+h.where+" while written")
 }
 
 func (h *sftpSiteHash) Close() error {
