@@ -68,15 +68,11 @@ read -r t_sb t_os < <(pair sb_up os_up)
 up_sb=$(mbs "$t_sb"); up_os=$(mbs "$t_os")
 read -r t_sb t_os < <(pair sb_down os_down)
 down_sb=$(mbs "$t_sb"); down_os=$(mbs "$t_os")
-if [ -n "${RTT_MS:-}" ]; then
-  printf "   upload    scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s\n" "$up_sb" "$up_os" "$(ratio "$up_sb" "$up_os")"
-  printf "   download  scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s\n" "$down_sb" "$down_os" "$(ratio "$down_sb" "$down_os")"
-  exit 0
-fi
-read -r t_sb t_os < <(pair sb_loc cp_loc)
-loc_sb=$(mbs "$t_sb"); loc_cp=$(mbs "$t_os")
 printf "   upload    scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s (target >= 0.8)\n" "$up_sb" "$up_os" "$(ratio "$up_sb" "$up_os")"
 printf "   download  scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s (target >= 0.8)\n" "$down_sb" "$down_os" "$(ratio "$down_sb" "$down_os")"
+[ -n "${RTT_MS:-}" ] && exit 0
+read -r t_sb t_os < <(pair sb_loc cp_loc)
+loc_sb=$(mbs "$t_sb"); loc_cp=$(mbs "$t_os")
 printf "   local:    scalebox %5s MB/s   cp + sync    %5s MB/s   ratio %s (verified copy vs cp)\n" "$loc_sb" "$loc_cp" "$(ratio "$loc_sb" "$loc_cp")"
 cmp "$work/data.bin" "$work/back-sb.bin" && echo "   round trip verified"
 # A local: cache hit (entry checked, the task's own copy made and synced)
