@@ -87,8 +87,8 @@ func (s *DirStore) Truncate(_ context.Context, name string, size int64) error {
 }
 
 func (s *DirStore) Rename(_ context.Context, from, to string) error {
-	if err := s.root.Rename(from, to); err != nil {
-		return s.wrap("rename", from, err)
+	if err := s.renameUnsynced(from, to); err != nil {
+		return err
 	}
 	// The rename is durable once the directory is.
 	if d, err := s.root.Open(path.Dir(to)); err == nil {
@@ -96,6 +96,11 @@ func (s *DirStore) Rename(_ context.Context, from, to string) error {
 		d.Close()
 	}
 	return nil
+}
+
+// renameUnsynced is Rename without the directory sync (unsyncedRenamer).
+func (s *DirStore) renameUnsynced(from, to string) error {
+	return s.wrap("rename", from, s.root.Rename(from, to))
 }
 
 func (s *DirStore) Remove(_ context.Context, name string) error {

@@ -4,6 +4,7 @@
 # cp. Prints MB/s and the ratios. Needs the test sshd (make cluster-up).
 #
 #   bench/staging/run.sh [MiB]     (default 1024)
+#   ROUNDS=5 bench/staging/run.sh        more rounds of each pair (default 3)
 #   RTT_MS=20 bench/staging/run.sh 256   sftp only, through a proxy adding
 #                                        a 20 ms round trip (delayproxy/)
 set -euo pipefail
@@ -64,16 +65,25 @@ pair() { # pair A B: "secondsA secondsB" over A,B then B,A
 }
 mbs() { awk -v m="$mib" -v s="$1" 'BEGIN { printf "%.0f", 2 * m / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-read -r t_sb t_os < <(pair sb_up os_up)
-up_sb=$(mbs "$t_sb"); up_os=$(mbs "$t_os")
-read -r t_sb t_os < <(pair sb_down os_down)
-down_sb=$(mbs "$t_sb"); down_os=$(mbs "$t_os")
-printf "   upload    scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s (target >= 0.8)\n" "$up_sb" "$up_os" "$(ratio "$up_sb" "$up_os")"
-printf "   download  scalebox %5s MB/s   OpenSSH+sync %5s MB/s   ratio %s (target >= 0.8)\n" "$down_sb" "$down_os" "$(ratio "$down_sb" "$down_os")"
+# rounds LABEL PEER A B: ROUNDS pairs of A next to B. The VM's memory and
+# disk swing from run to run (a GiB written into cold guest memory ran at
+# 80 MB/s, then at 1.7 GB/s a minute later), so one pair says little: the
+# figure is the median of the rounds' ratios, with every round printed.
+rounds() {
+  local label=$1 peer=$2 a=$3 b=$4 ta tb ratios=() ts=() tp=()
+  for _ in $(seq 1 "${ROUNDS:-3}"); do
+    read -r ta tb < <(pair "$a" "$b")
+    ratios+=("$(ratio "$tb" "$ta")"); ts+=("$ta"); tp+=("$tb")
+  done
+  printf "   %-9s scalebox %5s MB/s   %-12s %5s MB/s   ratio %s (rounds: %s)" "$label" "$(mbs "$(median "${ts[@]}")")" \
+    "$peer" "$(mbs "$(median "${tp[@]}")")" "$(median "${ratios[@]}")" "${ratios[*]}"
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+echo "   $((${ROUNDS:-3})) rounds of each pair; MB/s are the median rounds', the ratio the median of the rounds' ratios"
+rounds upload "OpenSSH+sync" sb_up os_up; echo " (target >= 0.8)"
+rounds download "OpenSSH+sync" sb_down os_down; echo " (target >= 0.8)"
 [ -n "${RTT_MS:-}" ] && exit 0
-read -r t_sb t_os < <(pair sb_loc cp_loc)
-loc_sb=$(mbs "$t_sb"); loc_cp=$(mbs "$t_os")
-printf "   local:    scalebox %5s MB/s   cp + sync    %5s MB/s   ratio %s (verified copy vs cp)\n" "$loc_sb" "$loc_cp" "$(ratio "$loc_sb" "$loc_cp")"
+rounds local: "cp + sync" sb_loc cp_loc; echo " (verified copy vs cp)"
 cmp "$work/data.bin" "$work/back-sb.bin" && echo "   round trip verified"
 # A local: cache hit (entry checked, the task's own copy made and synced)
 # next to cp + sync of the same 256 MiB file, alternating, in one Go
