@@ -409,8 +409,7 @@ func copyLoop(ctx context.Context, filled <-chan block, free chan<- []byte, w Wr
 					p.err <- err
 				}(b.buf[:b.n], off)
 			} else {
-				_, err := w.Write(b.buf[:b.n])
-				p.err <- err
+				p.err <- writeInPieces(w, b.buf[:b.n])
 			}
 			off = p.end
 			queue = append(queue, p)
@@ -441,6 +440,25 @@ func copyLoop(ctx context.Context, filled <-chan block, free chan<- []byte, w Wr
 		if err := settle(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// pieceSize bounds one write to a local file. The kernel gives a write
+// page cache folios up to its size; an 8 MiB write takes 2 MiB ones,
+// which on a VM that hands free memory back to its host (virtio free
+// page reporting works on 2 MiB blocks) are memory the host must fault
+// in again: 1 GiB written with dd in 8 MiB writes ran at 79-195 MB/s in
+// four rounds of six, in 256 KiB writes at 2.1-2.6 GB/s in all six.
+const pieceSize = 256 << 10
+
+func writeInPieces(w io.Writer, b []byte) error {
+	for len(b) > 0 {
+		n := min(len(b), pieceSize)
+		if _, err := w.Write(b[:n]); err != nil {
+			return err
+		}
+		b = b[n:]
 	}
 	return nil
 }

@@ -19,3 +19,8 @@ func SFTPConnOf(s Store) any { return s.(*SFTPStore).conn }
 // BreakSFTP closes the connection under an sftp store, as a network
 // failure would.
 func BreakSFTP(s Store) { s.(*SFTPStore).conn.Close() }
+
+// WriteInPieces and PieceSize are how Copy writes a chunk to a local file.
+var WriteInPieces = writeInPieces
+
+const PieceSize = pieceSize
