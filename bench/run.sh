@@ -3,7 +3,7 @@
 #   bench/run.sh            broker vs goqite, then scalebox run vs parallel/xargs
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-count=${BENCH_COUNT:-5}
+count=${BENCH_COUNT:-9}
 
 echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r), disk of $(df -P /tmp | awk 'NR==2 {print $1}')"
 # CPU steal (other tenants of a VM) is what makes absolute figures move;
