@@ -44,20 +44,34 @@ echo "== $mib MiB over sftp on $host:$port ($link), and local: vs cp"
 # The test file is flushed first: its writeback would otherwise slow
 # whichever transfer runs first. Each pair runs twice, in both orders,
 # and the rate is over both runs.
+#
+# Every run starts from the same state: its target is removed first,
+# untimed (FN_setup). On this VM memory the guest freed a moment ago is
+# fast to reuse and memory it freed long ago may be slow (the host took
+# it back; docs/benchmarks.md), and `put` truncates its target when it
+# starts, reusing those pages itself, where stage cp renames over its
+# target at the end and freed them for the next runner instead.
 sync -f "$work/data.bin"
 export SCALEBOX_LOCAL_ROOT=$work/local
-sb_up()   { run_sb "file://$work/data.bin" "$SCALEBOX_SFTP_URL/bench/sb.bin"; }
+remote() { ssh -q "${ssh_opts[@]/-P/-p}" "$user@$host" "$@"; }
+sb_up_setup()   { remote rm -f "$remote_dir/bench/sb.bin"; }
+sb_up()         { run_sb "file://$work/data.bin" "$SCALEBOX_SFTP_URL/bench/sb.bin"; }
 # The OpenSSH peers end with a sync of the file, as stage cp does: put
 # and get return before the data is on disk, a verified copy after.
-os_up()   { printf 'put %s %s/bench/ossh.bin\n' "$work/data.bin" "$remote_dir" | sftp -q "${ssh_opts[@]}" -b - "$user@$host" >/dev/null
-            ssh -q "${ssh_opts[@]/-P/-p}" "$user@$host" sync -f "$remote_dir/bench/ossh.bin"; }
-sb_down() { rm -f "$work/back-sb.bin"; run_sb "$SCALEBOX_SFTP_URL/bench/sb.bin" "file://$work/back-sb.bin"; }
-os_down() { rm -f "$work/back-ossh.bin"; printf 'get %s/bench/ossh.bin %s\n' "$remote_dir" "$work/back-ossh.bin" | sftp -q "${ssh_opts[@]}" -b - "$user@$host" >/dev/null
-            sync -f "$work/back-ossh.bin"; }
-sb_loc()  { rm -rf "$work/local"; run_sb "file://$work/data.bin" "local:sb.bin"; }
-cp_loc()  { rm -rf "$work/cp"; mkdir -p "$work/cp" && cp "$work/data.bin" "$work/cp/data.bin" && sync -f "$work/cp/data.bin"; }
-# timed FN: seconds FN took
-timed() { local a b; a=$(now); "$@"; b=$(now); awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }'; }
+os_up_setup()   { remote rm -f "$remote_dir/bench/ossh.bin"; }
+os_up()         { printf 'put %s %s/bench/ossh.bin\n' "$work/data.bin" "$remote_dir" | sftp -q "${ssh_opts[@]}" -b - "$user@$host" >/dev/null
+                  remote sync -f "$remote_dir/bench/ossh.bin"; }
+sb_down_setup() { rm -f "$work/back-sb.bin"; }
+sb_down()       { run_sb "$SCALEBOX_SFTP_URL/bench/sb.bin" "file://$work/back-sb.bin"; }
+os_down_setup() { rm -f "$work/back-ossh.bin"; }
+os_down()       { printf 'get %s/bench/ossh.bin %s\n' "$remote_dir" "$work/back-ossh.bin" | sftp -q "${ssh_opts[@]}" -b - "$user@$host" >/dev/null
+                  sync -f "$work/back-ossh.bin"; }
+sb_loc_setup()  { rm -rf "$work/local"; }
+sb_loc()        { run_sb "file://$work/data.bin" "local:sb.bin"; }
+cp_loc_setup()  { rm -rf "$work/cp"; mkdir -p "$work/cp"; }
+cp_loc()        { cp "$work/data.bin" "$work/cp/data.bin" && sync -f "$work/cp/data.bin"; }
+# timed FN: seconds FN took, after FN_setup (untimed)
+timed() { local a b; "$1_setup"; a=$(now); "$1"; b=$(now); awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }'; }
 pair() { # pair A B: "secondsA secondsB" over A,B then B,A
   local a1 b1 b2 a2
   a1=$(timed "$1"); b1=$(timed "$2"); b2=$(timed "$2"); a2=$(timed "$1")
