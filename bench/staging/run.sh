@@ -5,6 +5,7 @@
 #
 #   bench/staging/run.sh [MiB]     (default 1024)
 #   ROUNDS=5 bench/staging/run.sh        more rounds of each pair (default 3)
+#   VERBOSE=1 bench/staging/run.sh       also every run's time, on stderr
 #   RTT_MS=20 bench/staging/run.sh 256   sftp only, through a proxy adding
 #                                        a 20 ms round trip (delayproxy/)
 set -euo pipefail
@@ -71,7 +72,11 @@ sb_loc()        { run_sb "file://$work/data.bin" "local:sb.bin"; }
 cp_loc_setup()  { rm -rf "$work/cp"; mkdir -p "$work/cp"; }
 cp_loc()        { cp "$work/data.bin" "$work/cp/data.bin" && sync -f "$work/cp/data.bin"; }
 # timed FN: seconds FN took, after FN_setup (untimed)
-timed() { local a b; "$1_setup"; a=$(now); "$1"; b=$(now); awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }'; }
+timed() {
+  local a b; "$1_setup"; a=$(now); "$1"; b=$(now)
+  awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }'
+  [ -z "${VERBOSE:-}" ] || awk -v f="$1" -v a="$a" -v b="$b" 'BEGIN { printf "     %-8s %6.2f s\n", f, b - a }' >&2
+}
 pair() { # pair A B: "secondsA secondsB" over A,B then B,A
   local a1 b1 b2 a2
   a1=$(timed "$1"); b1=$(timed "$2"); b2=$(timed "$2"); a2=$(timed "$1")
