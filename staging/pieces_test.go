@@ -2,54 +2,83 @@ package staging_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/scalebox-hpc/scalebox/staging"
+	"github.com/scalebox-hpc/scalebox/staging/stagingtest"
 )
 
-// recorder keeps what is written to it and the largest single write.
-type recorder struct {
-	bytes.Buffer
-	largest, calls int
-	failAt         int // the call that fails (1-based); 0: none
+// writeSizes is a store whose files record the largest single write.
+type writeSizes struct {
+	staging.Store
+	largest *int
 }
 
-func (r *recorder) Write(p []byte) (int, error) {
-	r.calls++
-	if r.calls == r.failAt {
+func (s writeSizes) Append(ctx context.Context, name string) (staging.Writer, error) {
+	w, err := s.Store.Append(ctx, name)
+	return sizedWriter{w, s.largest}, err
+}
+
+type sizedWriter struct {
+	staging.Writer
+	largest *int
+}
+
+func (w sizedWriter) Write(p []byte) (int, error) {
+	*w.largest = max(*w.largest, len(p))
+	return w.Writer.Write(p)
+}
+
+// A chunk reaches a local file in writes of at most PieceSize: one write
+// of a whole chunk made the kernel use 2 MiB page-cache folios, which a
+// VM with free page reporting must fault in from its host again.
+func TestCopyWritesLocalFilesInPieces(t *testing.T) {
+	ctx := context.Background()
+	srcDir, dstDir := t.TempDir(), t.TempDir()
+	data := stagingtest.Pattern(2*staging.ChunkSize + 5)
+	if err := os.WriteFile(filepath.Join(srcDir, "in.bin"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src, err := staging.OpenDir(srcDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dir, err := staging.OpenDir(dstDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dir.Close()
+	var largest int
+	if _, err := staging.Copy(ctx, src, "in.bin", writeSizes{dir, &largest}, "out.bin", nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dstDir, "out.bin"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("copy differs from the source (%d of %d bytes, %v)", len(got), len(data), err)
+	}
+	if largest == 0 || largest > staging.PieceSize {
+		t.Errorf("largest write %d bytes, want 1..%d", largest, staging.PieceSize)
+	}
+}
+
+type failingWriter struct{ calls, failAt int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.calls++; w.calls == w.failAt {
 		return 0, errors.New("disk full")
 	}
-	r.largest = max(r.largest, len(p))
-	return r.Buffer.Write(p)
-}
-
-func TestWriteInPiecesBoundsEachWrite(t *testing.T) {
-	for _, n := range []int{0, 1, staging.PieceSize, staging.PieceSize + 1, staging.ChunkSize + 3} {
-		data := bytes.Repeat([]byte{'x', 'y', 'z'}, n/3+1)[:n]
-		var r recorder
-		if err := staging.WriteInPieces(&r, data); err != nil {
-			t.Fatalf("%d bytes: %v", n, err)
-		}
-		if !bytes.Equal(r.Bytes(), data) {
-			t.Errorf("%d bytes: wrote %d bytes that differ from the input", n, r.Len())
-		}
-		if r.largest > staging.PieceSize {
-			t.Errorf("%d bytes: a write of %d bytes, more than %d", n, r.largest, staging.PieceSize)
-		}
-		if want := (n + staging.PieceSize - 1) / staging.PieceSize; r.calls != want {
-			t.Errorf("%d bytes: %d writes, want %d", n, r.calls, want)
-		}
-	}
+	return len(p), nil
 }
 
 func TestWriteInPiecesStopsAtTheFirstError(t *testing.T) {
-	r := recorder{failAt: 2}
-	err := staging.WriteInPieces(&r, make([]byte, 3*staging.PieceSize))
-	if err == nil || err.Error() != "disk full" {
-		t.Fatalf("err = %v, want the writer's error", err)
-	}
-	if r.calls != 2 || r.Len() != staging.PieceSize {
-		t.Errorf("%d calls, %d bytes written; want 2 calls, one piece", r.calls, r.Len())
+	w := failingWriter{failAt: 2}
+	err := staging.WriteInPieces(&w, make([]byte, 3*staging.PieceSize))
+	if err == nil || err.Error() != "disk full" || w.calls != 2 {
+		t.Fatalf("err = %v after %d writes, want the writer's error at the second", err, w.calls)
 	}
 }
