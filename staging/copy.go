@@ -44,6 +44,9 @@ const (
 	VerifiedBySite = "by the site"
 	// VerifiedReadBack: the file was read back from the target.
 	VerifiedReadBack = "read back"
+	// VerifiedAgainstSource: as VerifiedOnTheWay, and what arrived has
+	// the SHA-256 the source's site computed of the source.
+	VerifiedAgainstSource = "on the way in and against the site's hash of the source"
 )
 
 // partState is kept next to the part file: the source it is a copy of and,
@@ -103,6 +106,7 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 		return Result{}, fmt.Errorf("copy %s: is a directory", from)
 	}
 	res := Result{Size: info.Size}
+	var verify func(sha256 string) (ok bool, atSource string)
 	part, stateFile := PartName(to), stateName(to)
 	whole := sha256.New()
 	st := partState{Size: info.Size, MTime: info.ModTime, Chunk: ChunkSize}
@@ -129,6 +133,17 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 		if need := info.Size - res.Resumed; err == nil && free < need {
 			return res, fmt.Errorf("copy %s: %w there: need %d bytes, %d free", to, ErrNoSpace, need, free)
 		}
+	}
+	// A source whose site hashes its own files is hashed there while its
+	// bytes come, so the copy is checked against the source itself: the
+	// hash of the bytes as they arrived would also pass a resumed part of
+	// a source since changed under the same size and mtime. A file under
+	// a chunk never resumes and skips it: a session on the site per small
+	// file would cost more than the file.
+	if h, ok := src.(Hasher); ok && info.Size >= ChunkSize {
+		atSource := hashAtSource(ctx, h, from)
+		defer atSource.stop()
+		verify = atSource.check
 	}
 	_, local := dst.(*DirStore)
 	var site SiteHash
@@ -176,6 +191,17 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 		dst.Remove(ctx, part)
 		dst.Remove(ctx, stateFile)
 		return res, fmt.Errorf("copy %s: verification failed: the source gave SHA-256 %s, the target file has %s; the part file was removed", to, res.SHA256, onDisk)
+	}
+	if verify != nil {
+		ok, sum := verify(res.SHA256)
+		if !ok {
+			dst.Remove(ctx, part)
+			dst.Remove(ctx, stateFile)
+			return res, fmt.Errorf("copy %s: verification failed: the copy has SHA-256 %s, the source's site computed %s for %s; the part file was removed", to, res.SHA256, sum, from)
+		}
+		if sum != "" && how == VerifiedOnTheWay {
+			res.Verified = VerifiedAgainstSource
+		}
 	}
 	if err := dst.Rename(ctx, part, to); err != nil {
 		return res, err
@@ -556,6 +582,41 @@ func saveState(ctx context.Context, s Store, name string, st *partState) error {
 // and a 1 GiB download spent its time waiting in write.
 type unsyncedRenamer interface {
 	renameUnsynced(from, to string) error
+}
+
+// sourceHash is a source file being hashed by its site during a copy.
+type sourceHash struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	sum    string
+	err    error
+}
+
+func hashAtSource(ctx context.Context, h Hasher, name string) *sourceHash {
+	ctx, cancel := context.WithCancel(ctx)
+	s := &sourceHash{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		s.sum, s.err = h.SHA256(ctx, name)
+	}()
+	return s
+}
+
+// check compares the copy's SHA-256 with the site's, once it has it. A
+// site that could not hash the file (no tool, exec refused) says nothing
+// against the copy: ok, with no sum.
+func (s *sourceHash) check(sha256 string) (ok bool, atSource string) {
+	<-s.done
+	if s.err != nil {
+		return true, ""
+	}
+	return s.sum == sha256, s.sum
+}
+
+// stop ends the site's hash if it still runs (the copy failed first).
+func (s *sourceHash) stop() {
+	s.cancel()
+	<-s.done
 }
 
 func targetSHA256(ctx context.Context, s Store, name string) (string, string, error) {

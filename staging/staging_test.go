@@ -218,6 +218,70 @@ func TestSFTPDownloadResumes(t *testing.T) {
 	if stagingtest.SHA256(got) != stagingtest.SHA256(data) || res.SHA256 != stagingtest.SHA256(data) {
 		t.Fatal("the resumed download does not verify")
 	}
+	if res.Verified != staging.VerifiedAgainstSource {
+		t.Errorf("download verified %q, want %q", res.Verified, staging.VerifiedAgainstSource)
+	}
+}
+
+// flippingStore serves its files with one byte changed, as the source
+// would have been read had it been different then.
+type flippingStore struct {
+	staging.Store
+	at int64
+}
+
+type flippingReader struct {
+	io.ReadCloser
+	off, at int64
+}
+
+func (r *flippingReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if i := r.at - r.off; i >= 0 && i < int64(n) {
+		p[i] ^= 0xff
+	}
+	r.off += int64(n)
+	return n, err
+}
+
+func (s flippingStore) Open(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
+	r, err := s.Store.Open(ctx, name, off)
+	if err != nil {
+		return nil, err
+	}
+	return &flippingReader{ReadCloser: r, off: off, at: s.at}, nil
+}
+
+// A download cut while the source held other bytes, resumed once it holds
+// these under the same size and mtime: every kept chunk still matches its
+// recorded hash, and so would the whole file's hash of what arrived. The
+// site's hash of the source refuses it, and the next try starts over.
+func TestSFTPResumedDownloadOfAChangedSourceRefused(t *testing.T) {
+	ctx := context.Background()
+	remote, _ := stagingtest.SFTPDir(t)
+	local, dir := openDir(t)
+	data := stagingtest.Pattern(4*staging.ChunkSize + 11)
+	stagingtest.Put(t, remote, "big.bin", data)
+	then := flippingStore{remote, staging.ChunkSize + 7}
+	if _, err := staging.Copy(ctx, failingStore{then, 2*staging.ChunkSize + 100}, "big.bin", local, "big.bin", nil); !errors.Is(err, errCut) {
+		t.Fatalf("cut download: %v", err)
+	}
+	res, err := staging.Copy(ctx, remote, "big.bin", local, "big.bin", nil)
+	if err == nil || !strings.Contains(err.Error(), "verification failed") || res.Resumed != 2*staging.ChunkSize {
+		t.Fatalf("resumed download of a changed source: %+v, %v; want 2 chunks resumed, then refused", res, err)
+	}
+	for _, name := range []string{"big.bin", staging.PartName("big.bin")} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s exists after the refused download", name)
+		}
+	}
+	res, err = staging.Copy(ctx, remote, "big.bin", local, "big.bin", nil)
+	if err != nil || res.Resumed != 0 || res.Verified != staging.VerifiedAgainstSource {
+		t.Fatalf("download after the refusal: %+v, %v; want a full copy checked against the source", res, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, "big.bin")); stagingtest.SHA256(got) != stagingtest.SHA256(data) {
+		t.Fatal("the download differs from the source")
+	}
 }
 
 // The same for an upload to the remote site.
