@@ -6,13 +6,15 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/scalebox-hpc/scalebox/staging"
 	"github.com/scalebox-hpc/scalebox/staging/stagingtest"
 )
 
-// writeSizes is a store whose files record the largest single write.
+// writeSizes is a store whose part files record the largest single write
+// (only the copy loop writes a part; the state file is written beside it).
 type writeSizes struct {
 	staging.Store
 	largest *int
@@ -20,7 +22,10 @@ type writeSizes struct {
 
 func (s writeSizes) Append(ctx context.Context, name string) (staging.Writer, error) {
 	w, err := s.Store.Append(ctx, name)
-	return sizedWriter{w, s.largest}, err
+	if err != nil || !strings.HasSuffix(name, ".part") {
+		return w, err
+	}
+	return sizedWriter{w, s.largest}, nil
 }
 
 type sizedWriter struct {
