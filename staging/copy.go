@@ -106,8 +106,12 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 		return Result{}, fmt.Errorf("copy %s: is a directory", from)
 	}
 	res := Result{Size: info.Size}
-	var verify func(sha256 string) (ok bool, atSource string)
 	part, stateFile := PartName(to), stateName(to)
+	// discard removes what a failed copy must not resume from.
+	discard := func() {
+		dst.Remove(ctx, part)
+		dst.Remove(ctx, stateFile)
+	}
 	whole := sha256.New()
 	st := partState{Size: info.Size, MTime: info.ModTime, Chunk: ChunkSize}
 	if prev, ok := loadState(ctx, dst, stateFile); ok && prev.Size == info.Size && prev.MTime.Equal(info.ModTime) && prev.Chunk == ChunkSize {
@@ -140,14 +144,13 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 	// a source since changed under the same size and mtime. A file under
 	// a chunk never resumes and skips it: a session on the site per small
 	// file would cost more than the file.
+	var atSource *sourceHash
 	if h, ok := src.(Hasher); ok && info.Size >= ChunkSize {
-		atSource := hashAtSource(ctx, h, from)
+		atSource = hashAtSource(ctx, h, from)
 		defer atSource.stop()
-		verify = atSource.check
 	}
-	_, local := dst.(*DirStore)
 	var site SiteHash
-	if sh, ok := dst.(StreamHasher); ok && !local {
+	if sh, ok := dst.(StreamHasher); ok {
 		if site, err = sh.HashWhileWritten(ctx, part); err == nil && site.Written(res.Resumed) != nil {
 			site.Close()
 			site = nil
@@ -160,8 +163,7 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 		if errors.Is(err, syscall.ENOSPC) {
 			// The space is what is short; a part kept for resuming would
 			// hold on to it.
-			dst.Remove(ctx, part)
-			dst.Remove(ctx, stateFile)
+			discard()
 			return res, fmt.Errorf("copy %s: %w there (the part file was removed): %v", to, ErrNoSpace, err)
 		}
 		return res, err
@@ -181,26 +183,27 @@ func Copy(ctx context.Context, src Store, from string, dst Store, to string, pro
 		}
 		site.Close()
 	}
-	if !local && how == VerifiedOnTheWay {
+	if _, local := dst.(*DirStore); !local && how == VerifiedOnTheWay {
 		if onDisk, how, err = targetSHA256(ctx, dst, part); err != nil {
 			return res, err
 		}
 	}
 	res.Verified = how
 	if onDisk != res.SHA256 {
-		dst.Remove(ctx, part)
-		dst.Remove(ctx, stateFile)
+		discard()
 		return res, fmt.Errorf("copy %s: verification failed: the source gave SHA-256 %s, the target file has %s; the part file was removed", to, res.SHA256, onDisk)
 	}
-	if verify != nil {
-		ok, sum := verify(res.SHA256)
-		if !ok {
-			dst.Remove(ctx, part)
-			dst.Remove(ctx, stateFile)
-			return res, fmt.Errorf("copy %s: verification failed: the copy has SHA-256 %s, the source's site computed %s for %s; the part file was removed", to, res.SHA256, sum, from)
-		}
-		if sum != "" && how == VerifiedOnTheWay {
-			res.Verified = VerifiedAgainstSource
+	// A site that could not hash the source (no tool, exec refused) says
+	// nothing against the copy.
+	if atSource != nil {
+		if sum, err := atSource.result(); err == nil {
+			if sum != res.SHA256 {
+				discard()
+				return res, fmt.Errorf("copy %s: verification failed: the copy has SHA-256 %s, the source's site computed %s for %s; the part file was removed", to, res.SHA256, sum, from)
+			}
+			if how == VerifiedOnTheWay {
+				res.Verified = VerifiedAgainstSource
+			}
 		}
 	}
 	if err := dst.Rename(ctx, part, to); err != nil {
@@ -602,15 +605,10 @@ func hashAtSource(ctx context.Context, h Hasher, name string) *sourceHash {
 	return s
 }
 
-// check compares the copy's SHA-256 with the site's, once it has it. A
-// site that could not hash the file (no tool, exec refused) says nothing
-// against the copy: ok, with no sum.
-func (s *sourceHash) check(sha256 string) (ok bool, atSource string) {
+// result waits for the site's SHA-256 of the source.
+func (s *sourceHash) result() (string, error) {
 	<-s.done
-	if s.err != nil {
-		return true, ""
-	}
-	return s.sum == sha256, s.sum
+	return s.sum, s.err
 }
 
 // stop ends the site's hash if it still runs (the copy failed first).
