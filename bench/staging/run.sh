@@ -73,9 +73,10 @@ cp_loc_setup()  { rm -rf "$work/cp"; mkdir -p "$work/cp"; }
 cp_loc()        { cp "$work/data.bin" "$work/cp/data.bin" && sync -f "$work/cp/data.bin"; }
 # timed FN: seconds FN took, after FN_setup (untimed)
 timed() {
-  local a b; "$1_setup"; a=$(now); "$1"; b=$(now)
-  awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }'
-  [ -z "${VERBOSE:-}" ] || awk -v f="$1" -v a="$a" -v b="$b" 'BEGIN { printf "     %-8s %6.2f s\n", f, b - a }' >&2
+  local a b s; "$1_setup"; a=$(now); "$1"; b=$(now)
+  s=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.3f", b - a }')
+  [ -z "${VERBOSE:-}" ] || printf '     %-8s %6.2f s\n' "$1" "$s" >&2
+  printf '%s' "$s"
 }
 pair() { # pair A B: "secondsA secondsB" over A,B then B,A
   local a1 b1 b2 a2
