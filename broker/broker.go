@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the driver
@@ -57,11 +58,16 @@ type Broker struct {
 	path string
 	opts Options
 
-	ops     chan *op
-	done    chan struct{}
-	stopped chan struct{} // closed when the writer has returned
-	closed  sync.Once
-	wg      sync.WaitGroup
+	// Writes are committed by their callers, one at a time (see writeOp):
+	// qmu guards the queue of waiting operations and the leading flag,
+	// set while some caller is committing.
+	qmu     sync.Mutex
+	queue   []*op
+	leading bool
+	closing bool
+	idle    *sync.Cond // on qmu; broadcast when leading is cleared
+	batch   []*op      // the leader's scratch slice
+	groups  atomic.Int64 // commits of groups, for tests
 
 	mu      sync.Mutex
 	modules map[int64]*moduleInfo // by module id
@@ -144,9 +150,6 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	// restarted and every commit extended the file (TestWALStaysBounded).
 	b := &Broker{
 		w: w, r: r, path: path, opts: opts,
-		ops:     make(chan *op, 4096),
-		done:    make(chan struct{}),
-		stopped: make(chan struct{}),
 		modules: map[int64]*moduleInfo{},
 		byName:  map[appModule]int64{},
 		apps:    map[int64]*appInfo{},
@@ -168,18 +171,26 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("open broker: %w", err)
 	}
 	b.wtx = &wtx{c: wc}
-	b.wg.Add(1)
-	go b.writer()
+	b.idle = sync.NewCond(&b.qmu)
 	return b, nil
 }
 
 // Path is the database file.
 func (b *Broker) Path() string { return b.path }
 
-// Close stops the writer after the operations already queued.
+// Close refuses new writes, waits for the queued ones to commit and
+// closes the database.
 func (b *Broker) Close() error {
-	b.closed.Do(func() { close(b.done) })
-	b.wg.Wait()
+	b.qmu.Lock()
+	first := !b.closing
+	b.closing = true
+	for b.leading {
+		b.idle.Wait()
+	}
+	b.qmu.Unlock()
+	if !first {
+		return nil
+	}
 	return errors.Join(b.r.Close(), b.wtx.c.Close(), b.w.Close())
 }
 
@@ -222,229 +233,6 @@ func migrate(ctx context.Context, db *sql.DB) error {
 		}
 	}
 	return nil
-}
-
-// op is one unit of work for the writer. fn runs inside the group's
-// transaction under its own savepoint: an error rolls back this op only.
-// after runs once the group has committed (or failed), outside the lock.
-type op struct {
-	ctx    context.Context
-	fn     func(tx *wtx) error
-	err    error
-	signal bool // tasks may have become ready
-	done   chan struct{}
-}
-
-// write queues fn and waits for its group to commit.
-func (b *Broker) write(ctx context.Context, fn func(tx *wtx) error) error {
-	return b.writeOp(ctx, false, fn)
-}
-
-// writeReady is write for operations that may make tasks ready: waiting
-// leases are woken after the commit.
-func (b *Broker) writeReady(ctx context.Context, fn func(tx *wtx) error) error {
-	return b.writeOp(ctx, true, fn)
-}
-
-func (b *Broker) writeOp(ctx context.Context, signal bool, fn func(tx *wtx) error) error {
-	o := &op{ctx: ctx, fn: fn, signal: signal, done: make(chan struct{})}
-	select {
-	case b.ops <- o:
-	case <-b.done:
-		return ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Wait for the op even when ctx ends first: the writer skips an op
-	// whose context ended before it ran, but one already running
-	// finishes, and its closure writes the caller's variables (returning
-	// early was a data race the race detector found in Rescue at
-	// shutdown). Its error says whether it committed.
-	select {
-	case <-o.done:
-		return o.err
-	case <-b.stopped:
-		// The writer has gone; nothing runs the op any more.
-		return ErrClosed
-	}
-}
-
-func (b *Broker) writer() {
-	defer b.wg.Done()
-	defer close(b.stopped)
-	batch := make([]*op, 0, b.opts.MaxBatch)
-	for {
-		var first *op
-		select {
-		case first = <-b.ops:
-		case <-b.done:
-			// Drain what is queued so no caller waits forever.
-			for {
-				select {
-				case o := <-b.ops:
-					o.err = ErrClosed
-					close(o.done)
-				default:
-					return
-				}
-			}
-		}
-		batch = append(batch[:0], first)
-	fill:
-		for len(batch) < b.opts.MaxBatch {
-			select {
-			case o := <-b.ops:
-				batch = append(batch, o)
-			default:
-				break fill
-			}
-		}
-		b.commit(batch)
-	}
-}
-
-func (b *Broker) commit(batch []*op) {
-	tx := b.wtx
-	_, err := tx.Exec("BEGIN IMMEDIATE")
-	if err == nil {
-		if len(batch) == 1 {
-			// Alone in its group, an op needs no savepoint: its error rolls
-			// the whole transaction back.
-			o := batch[0]
-			if o.err = o.ctx.Err(); o.err == nil {
-				o.err = runGuarded(tx, o.fn)
-			}
-			tx.endOp(o.err == nil)
-			if o.err != nil {
-				// Ops change the in-memory cache only as their last step, so
-				// a failed op left it as it was.
-				tx.rollback()
-				clear(b.touched)
-				close(o.done)
-				return
-			}
-		} else {
-			for _, o := range batch {
-				if o.ctx.Err() != nil {
-					o.err = o.ctx.Err()
-					continue
-				}
-				o.err = runSavepoint(tx, o.fn)
-				tx.endOp(o.err == nil)
-			}
-		}
-		if err = tx.flushCounts(); err == nil {
-			_, err = tx.Exec("COMMIT")
-		}
-		if err != nil {
-			tx.rollback()
-		}
-	}
-	signal := false
-	for _, o := range batch {
-		if err != nil && o.err == nil {
-			o.err = fmt.Errorf("commit: %w", err)
-		}
-		if o.err == nil {
-			signal = signal || o.signal
-		}
-	}
-	if err != nil {
-		b.reloadCache()
-	}
-	b.signalReady(signal && err == nil)
-	for _, o := range batch {
-		close(o.done)
-	}
-}
-
-// wtx is the writer's transaction: BEGIN and COMMIT are SQL on the one
-// writer connection rather than a database/sql Tx, because a Tx starts a
-// goroutine to watch its context and so does every query made in it;
-// on a queue of short commits those goroutines and their wake-ups were
-// a measurable share of each call.
-type wtx struct {
-	c *sql.Conn
-	// moves and group are the task count changes of the running
-	// operation and of the group's kept ones (counts.go).
-	moves, group map[countKey]int
-}
-
-func (t *wtx) Exec(query string, args ...any) (sql.Result, error) {
-	return t.c.ExecContext(context.Background(), query, args...)
-}
-
-func (t *wtx) Query(query string, args ...any) (*sql.Rows, error) {
-	return t.c.QueryContext(context.Background(), query, args...)
-}
-
-func (t *wtx) QueryRow(query string, args ...any) *sql.Row {
-	return t.c.QueryRowContext(context.Background(), query, args...)
-}
-
-// rollback ends a failed transaction. SQLite may have rolled it back
-// already (some errors do), so "no transaction" is not an error here.
-func (t *wtx) rollback() { t.Exec("ROLLBACK") }
-
-// runGuarded runs fn, turning a panic into an error.
-func runGuarded(tx *wtx, fn func(tx *wtx) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("broker operation panicked: %v", r)
-		}
-	}()
-	return fn(tx)
-}
-
-func runSavepoint(tx *wtx, fn func(tx *wtx) error) (err error) {
-	if _, err := tx.Exec("SAVEPOINT op"); err != nil {
-		return err
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("broker operation panicked: %v", r)
-		}
-		if err != nil {
-			if _, rerr := tx.Exec("ROLLBACK TO op"); rerr != nil {
-				err = errors.Join(err, rerr)
-			}
-		}
-		if _, rerr := tx.Exec("RELEASE op"); rerr != nil && err == nil {
-			err = rerr
-		}
-	}()
-	return fn(tx)
-}
-
-// Ready returns a channel closed the next time tasks of the module may
-// have become ready.
-func (b *Broker) Ready(appID int64, module string) <-chan struct{} {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	id := b.byName[appModule{appID, module}]
-	ch := b.ready[id]
-	if ch == nil {
-		ch = make(chan struct{})
-		b.ready[id] = ch
-	}
-	return ch
-}
-
-// markReady notes, inside the writer, that a module got a ready task.
-func (b *Broker) markReady(moduleID int64) { b.touched[moduleID] = true }
-
-// signalReady wakes the modules touched by the committed group, or every
-// module when all is set (rescues, releases: tasks of any module).
-func (b *Broker) signalReady(all bool) {
-	b.mu.Lock()
-	for id, ch := range b.ready {
-		if all || b.touched[id] {
-			close(ch)
-			delete(b.ready, id)
-		}
-	}
-	b.mu.Unlock()
-	clear(b.touched)
 }
 
 func (b *Broker) now() time.Time { return b.opts.Now() }

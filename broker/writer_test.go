@@ -1,0 +1,149 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// queued waits until n ops wait behind the running group.
+func queued(t *testing.T, b *Broker, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.qmu.Lock()
+		got := len(b.queue)
+		b.qmu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d ops queued, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// blockWriter starts a write that holds the turn until release is closed.
+func blockWriter(t *testing.T, b *Broker) (release func(), done <-chan error) {
+	t.Helper()
+	running, hold, errc := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		errc <- b.write(context.Background(), func(*wtx) error { close(running); <-hold; return nil })
+	}()
+	<-running
+	return func() { close(hold) }, errc
+}
+
+func TestWritesQueuedBehindACommitShareTheNextOne(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		maxBatch  int
+		writers   int
+		wantGroup int64 // groups after the blocking one
+	}{
+		{"one group", 0, 40, 1},
+		{"bounded by MaxBatch", 16, 40, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), Options{MaxBatch: tc.maxBatch})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			release, first := blockWriter(t, b)
+			var mu sync.Mutex
+			ran := 0
+			var wg sync.WaitGroup
+			errs := make(chan error, tc.writers)
+			for range tc.writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- b.write(context.Background(), func(tx *wtx) error {
+						mu.Lock()
+						ran++
+						mu.Unlock()
+						_, err := tx.Exec("SELECT 1")
+						return err
+					})
+				}()
+			}
+			queued(t, b, tc.writers)
+			before := b.groups.Load()
+			release()
+			if err := <-first; err != nil {
+				t.Fatal(err)
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if ran != tc.writers {
+				t.Errorf("%d ops ran, want %d", ran, tc.writers)
+			}
+			if got := b.groups.Load() - before; got != tc.wantGroup {
+				t.Errorf("the queued ops took %d commits, want %d", got, tc.wantGroup)
+			}
+			b.qmu.Lock()
+			defer b.qmu.Unlock()
+			if b.leading || len(b.queue) > 0 {
+				t.Errorf("after the last write: leading %v, %d queued; want idle", b.leading, len(b.queue))
+			}
+		})
+	}
+}
+
+func TestCloseCommitsQueuedWritesThenRefuses(t *testing.T) {
+	b, err := Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, first := blockWriter(t, b)
+	errs := make(chan error, 3)
+	for range 3 {
+		go func() { errs <- b.write(context.Background(), func(*wtx) error { return nil }) }()
+	}
+	queued(t, b, 3)
+	closed := make(chan error)
+	go func() { closed <- b.Close() }()
+	// Close marks the broker closing before it waits; a write after that
+	// is refused while the queued ones still commit.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b.qmu.Lock()
+		closing := b.closing
+		b.qmu.Unlock()
+		if closing {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Close did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := b.write(context.Background(), func(*wtx) error { return nil }); !errors.Is(err, ErrClosed) {
+		t.Errorf("write during Close: %v, want ErrClosed", err)
+	}
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Errorf("queued write: %v, want committed", err)
+		}
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+}
