@@ -15,7 +15,7 @@ bin=$root/bin/scalebox
 command -v parallel >/dev/null || { echo "GNU parallel is not installed (apt-get install parallel)" >&2; exit 2; }
 
 work=$(mktemp -d /tmp/scalebox-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 mkdir -p "$work/app/first" "$work/app/second"
 # Stage 1 forwards its body to stage 2 through the sink-tasks file; stage 2
 # does nothing. Both are POSIX sh, like the peers' script.
