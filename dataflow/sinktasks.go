@@ -137,7 +137,9 @@ func (e *LineError) Unwrap() error { return e.Err }
 // good ones are still returned so a caller can decide.
 func ParseMessages(name string, r io.Reader) ([]Message, error) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64*1024), MaxLineBytes)
+	// Most sink-tasks files are a line or two: start small (the scanner
+	// grows the buffer up to MaxLineBytes), since this runs per task.
+	sc.Buffer(make([]byte, 4096), MaxLineBytes)
 	var msgs []Message
 	var errs []error
 	n := 0

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,6 +31,9 @@ func readTail(f *os.File, max int64) string {
 	n, _ := f.ReadAt(buf, off)
 	return string(buf[:n])
 }
+
+// devNull is /dev/null, opened once and shared as every script's stdin.
+var devNull = sync.OnceValues(func() (*os.File, error) { return os.Open(os.DevNull) })
 
 // Command is one script invocation.
 type Command struct {
@@ -67,6 +71,10 @@ func runProcess(ctx context.Context, c Command) Result {
 	cmd := exec.CommandContext(ctx, c.Argv[0], c.Argv[1:]...)
 	cmd.Env = c.Env
 	cmd.Dir = c.Dir
+	// os/exec would open /dev/null for a nil Stdin on every start.
+	if null, err := devNull(); err == nil {
+		cmd.Stdin = null
+	}
 	for _, out := range []struct {
 		path string
 		dst  *io.Writer

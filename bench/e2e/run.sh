@@ -4,6 +4,8 @@
 # times on the same cores. Prints tasks/s and the ratios.
 #
 #   bench/e2e/run.sh [TASKS]      (default 10000 task executions)
+#   ROUNDS=N                      rounds of the three runners (default 3)
+#   KEEP=1                        keep the work dir (state db, logs)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -48,23 +50,45 @@ export WORK_DIR=$work/peer
 now() { date +%s.%N; }
 rate() { awk -v n="$1" -v a="$2" -v b="$3" 'BEGIN { printf "%.0f", n / (b - a) }'; }
 
-t0=$(now)
-"$bin" --log-level warn --state-dir "$work/state" run --pilots "$cores" "$work/app" > "$work/summary.txt"
-t1=$(now)
-grep -q "tasks: $tasks succeeded, 0 failed" "$work/summary.txt" || { cat "$work/summary.txt"; echo "scalebox run did not succeed on every task" >&2; exit 1; }
-sb=$(rate "$tasks" "$t0" "$t1")
+# Rounds alternate the three runners so each sees the same machine; the
+# ratios reported are the medians of the rounds' ratios.
+rounds=${ROUNDS:-3}
+results=""
+for r in $(seq 1 "$rounds"); do
+  rm -rf "$work/state"
+  t0=$(now)
+  "$bin" --log-level warn --state-dir "$work/state" run --pilots "$cores" "$work/app" > "$work/summary.txt"
+  t1=$(now)
+  grep -q "tasks: $tasks succeeded, 0 failed" "$work/summary.txt" || { cat "$work/summary.txt"; echo "scalebox run did not succeed on every task" >&2; exit 1; }
+  sb=$(rate "$tasks" "$t0" "$t1")
 
-t0=$(now)
-seq 1 "$tasks" | parallel -j "$cores" "$work/app/first/run.sh" {}
-t1=$(now)
-gp=$(rate "$tasks" "$t0" "$t1")
+  t0=$(now)
+  seq 1 "$tasks" | parallel -j "$cores" "$work/app/first/run.sh" {}
+  t1=$(now)
+  gp=$(rate "$tasks" "$t0" "$t1")
 
-t0=$(now)
-seq 1 "$tasks" | xargs -P "$cores" -n 1 "$work/app/first/run.sh"
-t1=$(now)
-xa=$(rate "$tasks" "$t0" "$t1")
+  t0=$(now)
+  seq 1 "$tasks" | xargs -P "$cores" -n 1 "$work/app/first/run.sh"
+  t1=$(now)
+  xa=$(rate "$tasks" "$t0" "$t1")
+  printf 'round %d: scalebox %s, parallel %s, xargs %s tasks/s\n' "$r" "$sb" "$gp" "$xa"
+  results+="$sb $gp $xa"$'\n'
+done
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
-echo "tasks: $tasks no-op task executions ($msgs messages through a two-module pipeline)"
-printf '%-28s %8s tasks/s\n' "scalebox run (--pilots $cores)" "$sb" "GNU parallel -j $cores" "$gp" "xargs -P $cores" "$xa"
-awk -v s="$sb" -v g="$gp" -v x="$xa" 'BEGIN { printf "ratio scalebox/parallel = %.2f (target >= 4)\nratio scalebox/xargs    = %.2f (target >= 0.5)\n", s/g, s/x }'
+echo "tasks: $tasks no-op task executions ($msgs messages through a two-module pipeline), $rounds rounds"
+printf '%s' "$results" | awk -v cores="$cores" '
+  function median(a, n,   i, j, x) {
+    for (i = 2; i <= n; i++) { x = a[i]; j = i - 1; while (j > 0 && a[j] > x) { a[j+1] = a[j]; j-- } a[j+1] = x }
+    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
+  }
+  NF == 3 { n++; s[n] = $1; g[n] = $2; x[n] = $3; rg[n] = $1 / $2; rx[n] = $1 / $3 }
+  END {
+    printf "%-28s %8.0f tasks/s (median)\n", "scalebox run (--pilots " cores ")", median(s, n)
+    printf "%-28s %8.0f tasks/s\n", "GNU parallel -j " cores, median(g, n)
+    printf "%-28s %8.0f tasks/s\n", "xargs -P " cores, median(x, n)
+    lo = hi = rg[1]; for (i = 2; i <= n; i++) { if (rg[i] < lo) lo = rg[i]; if (rg[i] > hi) hi = rg[i] }
+    lx = hx = rx[1]; for (i = 2; i <= n; i++) { if (rx[i] < lx) lx = rx[i]; if (rx[i] > hx) hx = rx[i] }
+    printf "ratio scalebox/parallel = %.2f (rounds %.2f-%.2f; target >= 4)\n", median(rg, n), lo, hi
+    printf "ratio scalebox/xargs    = %.2f (rounds %.2f-%.2f; target >= 0.5)\n", median(rx, n), lx, hx
+  }'
