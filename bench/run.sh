@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # All benchmarks, each next to its peer in the same run, printed as ratios.
-#   bench/run.sh            broker vs goqite, then scalebox run vs parallel/xargs
+#   bench/run.sh            broker vs goqite, the pilot's cost per task, then
+#                           scalebox run vs parallel/xargs
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 count=${BENCH_COUNT:-9}
@@ -45,5 +46,7 @@ echo "$rounds" | awk '
     }
   }'
 [ "${BENCH_ONLY:-}" = broker ] && exit 0
+echo "== pilot: a task through a slot's workspace vs a bare exec of the same program"
+bash "$root/bench/pilot/run.sh"
 echo "== end to end: scalebox run vs GNU parallel and xargs -P"
 bash "$root/bench/e2e/run.sh" "${E2E_TASKS:-10000}"

@@ -61,13 +61,14 @@ type workspace struct {
 	scripts map[string]string
 	// missing explains an absent run.sh.
 	missing string
+	logs    scriptLogs
 }
 
 func (w *workspace) dirs() slotDirs            { return w.d }
 func (w *workspace) script(name string) string { return w.scripts[name] }
 func (w *workspace) broken() error             { return nil }
 func (w *workspace) close(context.Context) error {
-	return nil
+	return w.logs.close()
 }
 
 // lookupScripts finds each module script: the env override, then the
@@ -98,7 +99,7 @@ func (w *workspace) run(ctx context.Context, r request) response {
 	}
 	name := filepath.Base(r.Script)
 	res := runProcess(ctx, Command{Argv: append([]string{path}, r.Args...), Env: env, Dir: w.d.Work, Timeout: r.Timeout,
-		Stdout: filepath.Join(w.d.Logs, name+".stdout"), Stderr: filepath.Join(w.d.Logs, name+".stderr")})
+		Stdout: filepath.Join(w.d.Logs, name+".stdout"), Stderr: filepath.Join(w.d.Logs, name+".stderr"), Logs: &w.logs})
 	var out Outputs
 	if r.Task {
 		out = readOutputs(w.d.Work, r.Removable...)

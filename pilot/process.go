@@ -45,6 +45,71 @@ type Command struct {
 	// go into the Result. Files, not pipes: no copying goroutines, and the
 	// whole output of the last task stays in the slot dir for debugging.
 	Stdout, Stderr string
+	// Logs, if set, keeps those files open for the next run.
+	Logs *scriptLogs
+}
+
+// scriptLogs holds scripts' stdout and stderr files open between runs: a
+// run truncates them rather than opening and closing two files, the
+// larger part of what the pilot spends per task besides the fork. They
+// are opened O_APPEND, so a write lands at the (truncated) end and not
+// at the offset the previous run's script left.
+type scriptLogs struct {
+	mu    sync.Mutex
+	files map[string]*os.File // by path
+}
+
+// open returns path's file emptied, and the function to call when the
+// run is done with it.
+func (l *scriptLogs) open(path string) (*os.File, func(), error) {
+	if l == nil {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, func() { f.Close() }, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if f := l.files[path]; f != nil {
+		// A log someone removed is opened again, not written unseen; an
+		// empty one (most tasks print nothing) needs no truncating.
+		if size, ok := linkedSize(f); ok && (size == 0 || f.Truncate(0) == nil) {
+			return f, func() {}, nil
+		}
+		f.Close()
+		delete(l.files, path)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	if l.files == nil {
+		l.files = map[string]*os.File{}
+	}
+	l.files[path] = f
+	return f, func() {}, nil
+}
+
+// linkedSize is f's size, and whether f still has a name.
+func linkedSize(f *os.File) (int64, bool) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	return st.Size(), !ok || sys.Nlink > 0
+}
+
+func (l *scriptLogs) close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	for path, f := range l.files {
+		errs = append(errs, f.Close())
+		delete(l.files, path)
+	}
+	return errors.Join(errs...)
 }
 
 // Result of a Command.
@@ -82,13 +147,13 @@ func runProcess(ctx context.Context, c Command) Result {
 		if out.path == "" {
 			continue
 		}
-		f, err := os.OpenFile(out.path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o600)
+		f, done, err := c.Logs.open(out.path)
 		if err != nil {
 			res.Started, res.Ended = time.Now(), time.Now()
 			res.ExitCode, res.SystemErr = dataflow.ExitRuntime, err.Error()
 			return res
 		}
-		defer f.Close()
+		defer done()
 		*out.dst = f
 	}
 	pidfd := -1

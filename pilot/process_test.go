@@ -189,3 +189,36 @@ func TestRemovedFilesSparesTheWorkDir(t *testing.T) {
 		t.Fatal("a listed file was not removed")
 	}
 }
+
+// Kept-open log files hold only the last run's output, from offset 0,
+// however much the run before wrote; a log removed between runs is
+// created again.
+func TestScriptLogsHoldOnlyTheLastRun(t *testing.T) {
+	dir := t.TempDir()
+	long := script(t, dir, "long.sh", "#!/bin/sh\nseq 1 2000\n", 0o755)
+	short := script(t, dir, "short.sh", "#!/bin/sh\necho short; echo e >&2\n", 0o755)
+	var logs scriptLogs
+	defer logs.close()
+	out, errf := filepath.Join(dir, "o"), filepath.Join(dir, "e")
+	for i, argv := range []string{long, short, long, short} {
+		if i == 3 {
+			if err := os.Remove(out); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res := runProcess(context.Background(), Command{Argv: []string{argv}, Dir: dir, Stdout: out, Stderr: errf, Logs: &logs})
+		if res.ExitCode != 0 {
+			t.Fatalf("run %d: exit %d (%s)", i, res.ExitCode, res.SystemErr)
+		}
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data) != "short\n" {
+		t.Errorf("stdout file after the last run: %d bytes starting %q, want %q", len(data), data[:min(len(data), 16)], "short\n")
+	}
+	if data, _ := os.ReadFile(errf); string(data) != "e\n" {
+		t.Errorf("stderr file: %q, want %q", data, "e\n")
+	}
+}

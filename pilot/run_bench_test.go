@@ -19,6 +19,11 @@ func BenchmarkTaskRun(b *testing.B) {
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n"), 0o755); err != nil {
 		b.Fatal(err)
 	}
+	if p := os.Getenv("SCALEBOX_BENCH_RUN"); p != "" {
+		// A program that does next to nothing (a static binary making one
+		// exit syscall) leaves the pilot's own cost visible.
+		script = p
+	}
 	d := slotDirs{Work: filepath.Join(dir, "work"), Tmp: dir, Shm: dir, Logs: filepath.Join(dir, "logs")}
 	for _, p := range []string{d.Work, d.Logs} {
 		if err := os.MkdirAll(p, 0o700); err != nil {
@@ -30,7 +35,7 @@ func BenchmarkTaskRun(b *testing.B) {
 		w := &workspace{env: env, d: d, scripts: map[string]string{RunScript: script}}
 		for i := 0; b.Loop(); i++ {
 			resp := w.run(context.Background(), request{Script: RunScript, Args: []string{strconv.Itoa(i), "{}"}, Task: true})
-			if resp.Result.ExitCode != 0 || len(resp.Outputs.Messages) != 1 {
+			if resp.Result.ExitCode != 0 || (script == filepath.Join(dir, "run.sh")) != (len(resp.Outputs.Messages) == 1) {
 				b.Fatalf("exit %d, %d messages: %+v", resp.Result.ExitCode, len(resp.Outputs.Messages), resp)
 			}
 		}
