@@ -65,8 +65,8 @@ type Broker struct {
 	queue   []*op
 	leading bool
 	closing bool
-	idle    *sync.Cond // on qmu; broadcast when leading is cleared
-	batch   []*op      // the leader's scratch slice
+	idle    *sync.Cond   // on qmu; broadcast when leading is cleared
+	batch   []*op        // the leader's scratch slice
 	groups  atomic.Int64 // commits of groups, for tests
 
 	mu      sync.Mutex

@@ -76,58 +76,32 @@ func (b *Broker) lead() {
 	b.queue = b.queue[:rest]
 	b.qmu.Unlock()
 
+	// The turn passes on even if the commit panics, so no later write
+	// waits for a turn that never comes.
+	defer func() {
+		clear(batch)
+		b.batch = batch
+		b.qmu.Lock()
+		if len(b.queue) > 0 {
+			close(b.queue[0].lead)
+		} else {
+			b.leading = false
+			b.idle.Broadcast()
+		}
+		b.qmu.Unlock()
+	}()
 	b.commit(batch)
-	clear(batch)
-	b.batch = batch
-
-	b.qmu.Lock()
-	if len(b.queue) > 0 {
-		close(b.queue[0].lead)
-	} else {
-		b.leading = false
-		b.idle.Broadcast()
-	}
-	b.qmu.Unlock()
 }
 
 func (b *Broker) commit(batch []*op) {
 	b.groups.Add(1)
-	tx := b.wtx
-	_, err := tx.Exec("BEGIN IMMEDIATE")
-	if err == nil {
-		if len(batch) == 1 {
-			// Alone in its group, an op needs no savepoint: its error rolls
-			// the whole transaction back.
-			o := batch[0]
-			if o.err = o.ctx.Err(); o.err == nil {
-				o.err = runGuarded(tx, o.fn)
-			}
-			tx.endOp(o.err == nil)
-			if o.err != nil {
-				// Ops change the in-memory cache only as their last step, so
-				// a failed op left it as it was.
-				tx.rollback()
-				clear(b.touched)
-				close(o.done)
-				return
-			}
-		} else {
-			for _, o := range batch {
-				if o.ctx.Err() != nil {
-					o.err = o.ctx.Err()
-					continue
-				}
-				o.err = runSavepoint(tx, o.fn)
-				tx.endOp(o.err == nil)
-			}
+	// Every waiter is released, whatever happens below.
+	defer func() {
+		for _, o := range batch {
+			close(o.done)
 		}
-		if err = tx.flushCounts(); err == nil {
-			_, err = tx.Exec("COMMIT")
-		}
-		if err != nil {
-			tx.rollback()
-		}
-	}
+	}()
+	committed, err := b.runGroup(batch)
 	signal := false
 	for _, o := range batch {
 		if err != nil && o.err == nil {
@@ -140,10 +114,64 @@ func (b *Broker) commit(batch []*op) {
 	if err != nil {
 		b.reloadCache()
 	}
-	b.signalReady(signal && err == nil)
-	for _, o := range batch {
-		close(o.done)
+	if committed {
+		b.signalReady(signal)
+	} else {
+		clear(b.touched)
 	}
+}
+
+// runGroup runs the ops in one transaction and commits it; each op keeps
+// its own error, err is the group's. A panic outside the ops (which run
+// guarded) fails the group instead of escaping into whichever caller was
+// committing it: that may be an HTTP handler whose panic is recovered,
+// and a transaction left open with the turn held would hang every later
+// write.
+func (b *Broker) runGroup(batch []*op) (committed bool, err error) {
+	tx := b.wtx
+	defer func() {
+		if r := recover(); r != nil {
+			committed, err = false, fmt.Errorf("broker commit panicked: %v", r)
+			clear(tx.moves)
+			clear(tx.group)
+			tx.rollback()
+		}
+	}()
+	if _, err := tx.Exec("BEGIN IMMEDIATE"); err != nil {
+		return false, err
+	}
+	if len(batch) == 1 {
+		// Alone in its group, an op needs no savepoint: its error rolls
+		// the whole transaction back.
+		o := batch[0]
+		if o.err = o.ctx.Err(); o.err == nil {
+			o.err = runGuarded(tx, o.fn)
+		}
+		tx.endOp(o.err == nil)
+		if o.err != nil {
+			// Ops change the in-memory cache only as their last step, so
+			// a failed op left it as it was.
+			tx.rollback()
+			return false, nil
+		}
+	} else {
+		for _, o := range batch {
+			if o.ctx.Err() != nil {
+				o.err = o.ctx.Err()
+				continue
+			}
+			o.err = runSavepoint(tx, o.fn)
+			tx.endOp(o.err == nil)
+		}
+	}
+	if err = tx.flushCounts(); err == nil {
+		_, err = tx.Exec("COMMIT")
+	}
+	if err != nil {
+		tx.rollback()
+		return false, err
+	}
+	return true, nil
 }
 
 // wtx is the writer's transaction: BEGIN and COMMIT are SQL on the one

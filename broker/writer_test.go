@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -145,5 +146,42 @@ func TestCloseCommitsQueuedWritesThenRefuses(t *testing.T) {
 	}
 	if err := b.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// A panicking operation fails alone, in a group of its own or with
+// others, and the broker goes on committing.
+func TestPanickingOpFailsAlone(t *testing.T) {
+	b, err := Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	boom := func(*wtx) error { panic("boom") }
+	if err := b.write(context.Background(), boom); err == nil || !strings.Contains(err.Error(), "panicked: boom") {
+		t.Errorf("panicking op alone: %v, want its panic as an error", err)
+	}
+	release, first := blockWriter(t, b)
+	errs := make(chan error, 2)
+	go func() { errs <- b.write(context.Background(), boom) }()
+	queued(t, b, 1)
+	go func() { errs <- b.write(context.Background(), func(*wtx) error { return nil }) }()
+	queued(t, b, 2)
+	release()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	got := []error{<-errs, <-errs}
+	failed := 0
+	for _, err := range got {
+		if err != nil {
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("group of a panicking and a plain op: errors %v, want exactly one", got)
+	}
+	if err := b.write(context.Background(), func(tx *wtx) error { _, err := tx.Exec("SELECT 1"); return err }); err != nil {
+		t.Errorf("write after the panics: %v", err)
 	}
 }
