@@ -4,6 +4,7 @@ go 1.26.5
 
 require (
 	github.com/apptainer/sif/v2 v2.25.0
+	github.com/klauspost/compress v1.20.4
 	github.com/mattn/go-sqlite3 v1.14.53
 	github.com/pkg/sftp v1.13.12
 	github.com/schollz/progressbar/v3 v3.19.1

@@ -53,7 +53,7 @@ const strictTrigger = `CREATE TEMP TRIGGER strict_prev_state BEFORE UPDATE OF st
 // Broker owns one SQLite database.
 type Broker struct {
 	w    *sql.DB // holds the one writer connection
-	wtx  *wtx    // that connection, used only by the writer goroutine
+	wtx  *wtx    // that connection, used only by the caller holding the turn (writer.go)
 	r    *sql.DB // readers
 	path string
 	opts Options
@@ -77,7 +77,7 @@ type Broker struct {
 	// that module may have become ready, so a long-polling lease wakes only
 	// for its own module.
 	ready map[int64]chan struct{}
-	// touched collects, inside the writer, the modules given ready tasks by
+	// touched collects, inside a commit, the modules given ready tasks by
 	// the group being committed.
 	touched map[int64]bool
 	rndMu   sync.Mutex

@@ -246,7 +246,7 @@ func (b *Broker) Ready(appID int64, module string) <-chan struct{} {
 	return ch
 }
 
-// markReady notes, inside the writer, that a module got a ready task.
+// markReady notes, inside a commit, that a module got a ready task.
 func (b *Broker) markReady(moduleID int64) { b.touched[moduleID] = true }
 
 // signalReady wakes the modules touched by the committed group, or every

@@ -70,7 +70,19 @@ func (b *builtinExecutor) url(key, rel string, h dataflow.Headers) (staging.URL,
 	if err != nil {
 		return staging.URL{}, err
 	}
-	return staging.ParseURL(strings.TrimSuffix(base, "/") + "/" + rel)
+	return joinURL(base, rel)
+}
+
+// joinURL is base/rel. An sftp base may end in options
+// (?compress=zstd): rel goes before them.
+func joinURL(base, rel string) (staging.URL, error) {
+	query := ""
+	if strings.HasPrefix(base, staging.SchemeSFTP+":") {
+		if i := strings.IndexByte(base, '?'); i >= 0 {
+			base, query = base[:i], base[i:]
+		}
+	}
+	return staging.ParseURL(strings.TrimSuffix(base, "/") + "/" + rel + query)
 }
 
 // passOn are the headers a built-in's messages carry, resolved, so the

@@ -23,10 +23,11 @@ need_root() { [ "$(id -u)" = 0 ] || die "$1 needs root"; }
 
 deps() {
 	need_root deps
-	if ! dpkg -s openssh-server >/dev/null 2>&1; then
+	# zstd: the site's side of ?compress=zstd (staging/zstd.go).
+	if ! dpkg -s openssh-server >/dev/null 2>&1 || ! command -v zstd >/dev/null; then
 		export DEBIAN_FRONTEND=noninteractive
 		apt-get update -qq || true
-		apt-get install -y -qq --no-install-recommends openssh-server >/dev/null
+		apt-get install -y -qq --no-install-recommends openssh-server zstd >/dev/null
 	fi
 }
 

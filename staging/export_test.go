@@ -24,3 +24,6 @@ func BreakSFTP(s Store) { s.(*SFTPStore).conn.Close() }
 var WriteInPieces = writeInPieces
 
 const PieceSize = pieceSize
+
+// ZstdWireBytes is what a ?compress=zstd store moved, compressed.
+func ZstdWireBytes(s Store) int64 { return s.(*zstdStore).wire.Load() }

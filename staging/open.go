@@ -99,7 +99,15 @@ func (t Tiers) OpenDir(ctx context.Context, u URL, dir string, a Access) (Store,
 		s, err = local(d)
 	case SchemeSFTP:
 		u.Path = dir
-		s, err = DialSFTP(ctx, u, t.SFTP)
+		var site *SFTPStore
+		if site, err = DialSFTP(ctx, u, t.SFTP); err == nil {
+			s = site
+			if u.Compress == CompressZstd {
+				if s, err = newZstdStore(site); err != nil {
+					site.Close()
+				}
+			}
+		}
 	default:
 		err = fmt.Errorf("%s: unknown scheme %q", u, u.Scheme)
 	}

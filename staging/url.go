@@ -30,6 +30,9 @@ type URL struct {
 	Host   string
 	Port   int
 	Path   string
+	// Compress is how an sftp site's file contents cross the link:
+	// "" (as they are) or CompressZstd, from ?compress=zstd.
+	Compress string
 }
 
 func (u URL) String() string {
@@ -37,7 +40,11 @@ func (u URL) String() string {
 	case SchemeLocal, SchemeMem:
 		return u.Scheme + ":" + u.Path
 	case SchemeSFTP:
-		return fmt.Sprintf("sftp://%s@%s:%d%s", u.User, u.Host, u.Port, u.Path)
+		s := fmt.Sprintf("sftp://%s@%s:%d%s", u.User, u.Host, u.Port, u.Path)
+		if u.Compress != "" {
+			s += "?compress=" + u.Compress
+		}
+		return s
 	}
 	return "file://" + u.Path
 }
@@ -93,6 +100,16 @@ func ParseURL(raw string) (URL, error) {
 		p = pu.Path
 		if p == "" {
 			p = "/"
+		}
+		for k, v := range pu.Query() {
+			switch {
+			case k == "compress" && len(v) == 1 && v[0] == CompressZstd:
+				u.Compress = CompressZstd
+			case k == "compress":
+				return bad(fmt.Sprintf("compress=%s: the one compression is compress=zstd", strings.Join(v, ",")))
+			default:
+				return bad(fmt.Sprintf("unknown parameter %q (sftp URLs take ?compress=zstd)", k))
+			}
 		}
 	default:
 		return bad("unknown scheme " + scheme + ": want file, local, mem or sftp")

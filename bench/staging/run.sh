@@ -8,6 +8,13 @@
 #   VERBOSE=1 bench/staging/run.sh       also every run's time, on stderr
 #   RTT_MS=20 bench/staging/run.sh 256   sftp only, through a proxy adding
 #                                        a 20 ms round trip (delayproxy/)
+#   RATE_MBS=40 ...                      and/or limiting the link to 40 MB/s
+#                                        each way
+#   COMPRESS=1 DATA=text RATE_MBS=40 RTT_MS=20 bench/staging/run.sh 256
+#                                        stage cp with ?compress=zstd next
+#                                        to stage cp without it (DATA=text:
+#                                        a compressible catalogue; default
+#                                        random bytes)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -17,22 +24,28 @@ bin=$root/bin/scalebox
 (cd "$root" && make -s build)
 work=$(mktemp -d /tmp/scalebox-bench-staging.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-head -c "$((mib << 20))" /dev/urandom > "$work/data.bin"
+if [ "${DATA:-random}" = text ]; then
+  # A source catalogue as text: ids, fluxes and coordinates.
+  awk -v n="$((mib << 20))" 'BEGIN { srand(1); while (t < n) { l = sprintf("src%09d %8.4f %10.6f %+10.6f %s\n", i++, rand() * 100, rand() * 360, rand() * 180 - 90, (rand() < 0.5 ? "point" : "extended")); printf "%s", l; t += length(l) } }' |
+    head -c "$((mib << 20))" > "$work/data.bin"
+else
+  head -c "$((mib << 20))" /dev/urandom > "$work/data.bin"
+fi
 remote_dir=${SCALEBOX_SFTP_URL#sftp://*@*/}
 remote_dir=/${remote_dir#/}
 hostport=${SCALEBOX_SFTP_URL#sftp://}; hostport=${hostport%%/*}
 user=${hostport%@*}; host=${hostport#*@}; port=${host#*:}; host=${host%:*}
 link="loopback"
-if [ -n "${RTT_MS:-}" ]; then
+if [ -n "${RTT_MS:-}${RATE_MBS:-}" ]; then
   (cd "$root" && go build -o "$work/delayproxy" ./bench/staging/delayproxy)
   pport=$((port + 1000))
-  "$work/delayproxy" -listen "127.0.0.1:$pport" -target "$host:$port" -delay "$((RTT_MS * 500))us" &
+  "$work/delayproxy" -listen "127.0.0.1:$pport" -target "$host:$port" -delay "$((${RTT_MS:-0} * 500))us" -rate "${RATE_MBS:-0}" &
   proxy=$!
   trap 'kill $proxy 2>/dev/null; rm -rf "$work"' EXIT
   for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$pport") 2>/dev/null && break; sleep 0.1; done
   host=127.0.0.1; port=$pport
   SCALEBOX_SFTP_URL="sftp://$user@$host:$port$remote_dir"
-  link="loopback + $RTT_MS ms round trip"
+  link="loopback + ${RTT_MS:-0} ms round trip, ${RATE_MBS:-unlimited} MB/s each way"
 fi
 # ssh refuses a key others can read; the test key is 0644 for test users.
 install -m 600 "$SCALEBOX_SFTP_KEY" "$work/key"
@@ -100,9 +113,21 @@ rounds() {
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 echo "   $((${ROUNDS:-3})) rounds of each pair; MB/s are the median rounds', the ratio the median of the rounds' ratios"
+if [ -n "${COMPRESS:-}" ]; then
+  # ?compress=zstd next to the same copies without it, same file, same link.
+  sz_up_setup()   { sb_up_setup; }
+  sz_up()         { run_sb "file://$work/data.bin" "$SCALEBOX_SFTP_URL/bench/sb.bin?compress=zstd"; }
+  sz_down_setup() { sb_down_setup; }
+  sz_down()       { run_sb "$SCALEBOX_SFTP_URL/bench/sb.bin?compress=zstd" "file://$work/back-sb.bin"; }
+  echo "   ${DATA:-random} data; 'scalebox' is stage cp with ?compress=zstd, 'plain' the same without"
+  rounds upload plain sz_up sb_up; echo
+  rounds download plain sz_down sb_down; echo
+  cmp "$work/data.bin" "$work/back-sb.bin" && echo "   round trip verified"
+  exit 0
+fi
 rounds upload "OpenSSH+sync" sb_up os_up; echo " (target >= 0.8)"
 rounds download "OpenSSH+sync" sb_down os_down; echo " (target >= 0.8)"
-[ -n "${RTT_MS:-}" ] && exit 0
+[ -n "${RTT_MS:-}${RATE_MBS:-}" ] && exit 0
 rounds local: "cp + sync" sb_loc cp_loc; echo " (verified copy vs cp)"
 cmp "$work/data.bin" "$work/back-sb.bin" && echo "   round trip verified"
 # A local: cache hit (entry checked, the task's own copy made and synced)

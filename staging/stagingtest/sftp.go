@@ -75,3 +75,17 @@ func SFTPDir(t *testing.T) (staging.Store, string) {
 	t.Cleanup(func() { s.RemoveAll(name); s.Close() })
 	return s, sub.Path
 }
+
+// SFTPZstdDir is SFTPDir reached with ?compress=zstd.
+func SFTPZstdDir(t *testing.T) (staging.Store, string) {
+	t.Helper()
+	_, dir := SFTPDir(t)
+	u, auth := SFTP(t)
+	u.Path, u.Compress = dir, staging.CompressZstd
+	s, err := staging.Tiers{SFTP: auth}.OpenDir(context.Background(), u, dir, staging.Write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dir
+}

@@ -1,15 +1,41 @@
 // Command delayproxy forwards TCP connections with a fixed one-way delay
 // each way, so bench/staging/run.sh can measure transfers over a link
-// with a WAN's round trip on a machine without netem (RTT_MS=20). It
-// buffers without bound: it models latency, not bandwidth.
+// with a WAN's round trip on a machine without netem (RTT_MS=20), and
+// optionally a bandwidth each way shared by all its connections, as one
+// WAN link is (-rate). It buffers without bound.
 package main
 
 import (
 	"flag"
 	"log"
 	"net"
+	"sync"
 	"time"
 )
+
+// link is one direction's bandwidth: a segment leaves when the ones
+// before it, on any connection, have had their time on the wire.
+type link struct {
+	mu   sync.Mutex
+	rate float64 // bytes per second; 0 = unlimited
+	free time.Time
+}
+
+// wait blocks until n more bytes may leave.
+func (l *link) wait(n int) {
+	if l.rate <= 0 {
+		return
+	}
+	l.mu.Lock()
+	now := time.Now()
+	if l.free.Before(now) {
+		l.free = now
+	}
+	l.free = l.free.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
+	until := l.free
+	l.mu.Unlock()
+	time.Sleep(time.Until(until))
+}
 
 type segment struct {
 	due  time.Time
@@ -17,12 +43,13 @@ type segment struct {
 }
 
 // forward copies src to dst, each segment delivered delay after it was read.
-func forward(dst, src *net.TCPConn, delay time.Duration) {
+func forward(dst, src *net.TCPConn, delay time.Duration, l *link) {
 	q := make(chan segment, 1<<16)
 	go func() {
 		defer dst.CloseWrite()
 		for s := range q {
 			time.Sleep(time.Until(s.due))
+			l.wait(len(s.data))
 			if _, err := dst.Write(s.data); err != nil {
 				return
 			}
@@ -45,7 +72,9 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:3222", "address to listen on")
 	target := flag.String("target", "127.0.0.1:2222", "address to forward to")
 	delay := flag.Duration("delay", 10*time.Millisecond, "one-way delay (half the round trip)")
+	rate := flag.Float64("rate", 0, "bandwidth each way in MB/s, shared by all connections (0: unlimited)")
 	flag.Parse()
+	up, down := &link{rate: *rate * 1e6}, &link{rate: *rate * 1e6}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		log.Fatal(err)
@@ -62,8 +91,8 @@ func main() {
 				c.Close()
 				return
 			}
-			go forward(t.(*net.TCPConn), c.(*net.TCPConn), *delay)
-			forward(c.(*net.TCPConn), t.(*net.TCPConn), *delay)
+			go forward(t.(*net.TCPConn), c.(*net.TCPConn), *delay, up)
+			forward(c.(*net.TCPConn), t.(*net.TCPConn), *delay, down)
 		}()
 	}
 }
