@@ -27,9 +27,12 @@ func (l *link) wait(n int) {
 		return
 	}
 	l.mu.Lock()
+	// Up to burst of unused time is credited, so a sleep that overshot
+	// (by up to a millisecond or so) does not lower the rate.
+	const burst = 20 * time.Millisecond
 	now := time.Now()
-	if l.free.Before(now) {
-		l.free = now
+	if l.free.Before(now.Add(-burst)) {
+		l.free = now.Add(-burst)
 	}
 	l.free = l.free.Add(time.Duration(float64(n) / l.rate * float64(time.Second)))
 	until := l.free
