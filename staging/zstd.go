@@ -22,7 +22,7 @@ const CompressZstd = "zstd"
 
 // zstdStore is a remote site whose file contents cross the link
 // compressed with zstd, for WAN links slower than zstd itself (a few
-// hundred MB/s per core): a read runs `zstd -c` on the site and
+// hundred MB/s per core at level 1): a read runs `zstd -c` on the site and
 // decompresses here; a write of a copy's part file compresses here and
 // `zstd -d` on the site appends the bytes to the part. Everything else —
 // listings, renames, the small state files, the site's SHA-256 of a
@@ -39,9 +39,11 @@ type zstdStore struct {
 	wire atomic.Int64
 }
 
-// zstdLevel is the site's compression level for reads: zstd's default,
-// which keeps up with a 1 Gbit/s link on one core.
-const zstdLevel = 3
+// zstdLevel is the site's compression level for reads, and SpeedFastest
+// (its equal) ours for writes: on a text catalogue level 1 made 134 MB
+// 45.6 MB in 0.31 s where the default level 3 made 49.9 MB in 0.59 s
+// (zstd -T0, 2 cores), and copies over a 40 MB/s link ran 5-10 % faster.
+const zstdLevel = 1
 
 func newZstdStore(s *SFTPStore) (*zstdStore, error) {
 	sess, err := s.conn.NewSession()
@@ -182,7 +184,7 @@ func (z *zstdStore) Append(ctx context.Context, name string) (Writer, error) {
 		sess.Close()
 		return nil, fmt.Errorf("append %s: %w", name, err)
 	}
-	if w.enc, err = zstd.NewWriter(countingWriter{in, &z.wire}, zstd.WithEncoderLevel(zstd.SpeedDefault)); err != nil {
+	if w.enc, err = zstd.NewWriter(countingWriter{in, &z.wire}, zstd.WithEncoderLevel(zstd.SpeedFastest)); err != nil {
 		sess.Close()
 		return nil, err
 	}
