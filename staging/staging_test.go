@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/scalebox-hpc/scalebox/staging"
 	"github.com/scalebox-hpc/scalebox/staging/stagingtest"
@@ -275,9 +276,10 @@ func TestSFTPResumedDownloadOfAChangedSourceRefused(t *testing.T) {
 			t.Errorf("%s exists after the refused download", name)
 		}
 	}
+	// The next try is a fresh download: one pass, checked on the way in.
 	res, err = staging.Copy(ctx, remote, "big.bin", local, "big.bin", nil)
-	if err != nil || res.Resumed != 0 || res.Verified != staging.VerifiedAgainstSource {
-		t.Fatalf("download after the refusal: %+v, %v; want a full copy checked against the source", res, err)
+	if err != nil || res.Resumed != 0 || res.Verified != staging.VerifiedOnTheWay {
+		t.Fatalf("download after the refusal: %+v, %v; want a full copy checked on the way in", res, err)
 	}
 	if got, _ := os.ReadFile(filepath.Join(dir, "big.bin")); stagingtest.SHA256(got) != stagingtest.SHA256(data) {
 		t.Fatal("the download differs from the source")
@@ -452,6 +454,57 @@ func TestSFTPUploadCorruptedOnTheWay(t *testing.T) {
 	for _, name := range []string{"f.bin", staging.PartName("f.bin")} {
 		if _, err := remote.Stat(ctx, name); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s exists on the site after a failed verification: %v", name, err)
+		}
+	}
+}
+
+// touchingStore changes its file's mtime once the copy has read from it,
+// as a writer still at work on the source would.
+type touchingStore struct {
+	staging.Store
+	path string
+}
+
+type touchingReader struct {
+	io.ReadCloser
+	path    string
+	touched bool
+}
+
+func (r *touchingReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	if !r.touched && n > 0 {
+		r.touched = true
+		later := time.Now().Add(time.Hour)
+		if terr := os.Chtimes(r.path, later, later); terr != nil {
+			return n, terr
+		}
+	}
+	return n, err
+}
+
+func (s touchingStore) Open(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
+	r, err := s.Store.Open(ctx, name, off)
+	if err != nil {
+		return nil, err
+	}
+	return &touchingReader{ReadCloser: r, path: s.path}, nil
+}
+
+// A source changed while it is copied (same size, new mtime) is refused,
+// and neither the target nor a part to resume from is left.
+func TestCopyRefusesASourceChangedWhileCopied(t *testing.T) {
+	ctx := context.Background()
+	src, srcDir := openDir(t)
+	dst, dstDir := openDir(t)
+	stagingtest.Put(t, src, "in.bin", stagingtest.Pattern(2*staging.ChunkSize+5))
+	_, err := staging.Copy(ctx, touchingStore{src, filepath.Join(srcDir, "in.bin")}, "in.bin", dst, "out.bin", nil)
+	if err == nil || !strings.Contains(err.Error(), "changed while it was copied") {
+		t.Fatalf("copy of a source touched mid-way: %v; want it refused", err)
+	}
+	for _, name := range []string{"out.bin", staging.PartName("out.bin")} {
+		if _, err := os.Stat(filepath.Join(dstDir, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s exists after the refused copy", name)
 		}
 	}
 }
