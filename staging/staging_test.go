@@ -311,13 +311,7 @@ func TestSFTPUploadResumes(t *testing.T) {
 	if res.Verified != staging.VerifiedWhileWritten {
 		t.Errorf("upload verified %q, want %q", res.Verified, staging.VerifiedWhileWritten)
 	}
-	r, err := remote.Open(ctx, "out/up.bin", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(r)
-	r.Close()
-	if stagingtest.SHA256(got) != stagingtest.SHA256(data) {
+	if got := stagingtest.Read(t, remote, "out/up.bin", 0); stagingtest.SHA256([]byte(got)) != stagingtest.SHA256(data) {
 		t.Fatal("the resumed upload does not verify")
 	}
 }

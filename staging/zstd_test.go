@@ -3,7 +3,6 @@ package staging_test
 import (
 	"context"
 	"errors"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -85,13 +84,7 @@ func TestSFTPZstdCopiesResume(t *testing.T) {
 	if wire := staging.ZstdWireBytes(remote) - before; wire <= 0 || wire > res.Bytes/4 {
 		t.Errorf("the upload moved %d compressed bytes for %d bytes of text; want it compressed", wire, res.Bytes)
 	}
-	r, err := remote.Open(ctx, "up/cat.txt", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, _ := io.ReadAll(r)
-	r.Close()
-	if stagingtest.SHA256(got) != stagingtest.SHA256(data) {
+	if got := stagingtest.Read(t, remote, "up/cat.txt", 0); stagingtest.SHA256([]byte(got)) != stagingtest.SHA256(data) {
 		t.Fatal("the compressed upload differs from the source")
 	}
 }

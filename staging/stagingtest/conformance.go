@@ -40,7 +40,7 @@ func Conformance(t *testing.T, open Opener) {
 		io.WriteString(w, "world")
 		w.Sync()
 		w.Close()
-		if got := read(t, s, "a/b/c.txt", 6); got != "world" {
+		if got := Read(t, s, "a/b/c.txt", 6); got != "world" {
 			t.Fatalf("read from 6 = %q", got)
 		}
 		if err := s.Truncate(ctx, "a/b/c.txt", 5); err != nil {
@@ -49,7 +49,7 @@ func Conformance(t *testing.T, open Opener) {
 		if err := s.Rename(ctx, "a/b/c.txt", "a/d.txt"); err != nil {
 			t.Fatal(err)
 		}
-		if got := read(t, s, "a/d.txt", 0); got != "hello" {
+		if got := Read(t, s, "a/d.txt", 0); got != "hello" {
 			t.Fatalf("after truncate and rename: %q", got)
 		}
 		ents, err := s.List(ctx, "a")
@@ -112,7 +112,7 @@ func Conformance(t *testing.T, open Opener) {
 		if res.Bytes != int64(len(data)) || res.Resumed != 0 || res.SHA256 != SHA256(data) {
 			t.Errorf("result %+v", res)
 		}
-		if got := read(t, dst, "out/in.bin", 0); got != string(data) {
+		if got := Read(t, dst, "out/in.bin", 0); got != string(data) {
 			t.Error("copied bytes differ")
 		}
 		for _, leftover := range []string{staging.PartName("out/in.bin"), staging.PartName("out/in.bin") + ".json"} {
@@ -123,7 +123,8 @@ func Conformance(t *testing.T, open Opener) {
 	})
 }
 
-func read(t *testing.T, s staging.Store, name string, off int64) string {
+// Read returns a file of a store from offset off.
+func Read(t testing.TB, s staging.Store, name string, off int64) string {
 	t.Helper()
 	r, err := s.Open(context.Background(), name, off)
 	if err != nil {
