@@ -52,8 +52,15 @@ func TestStageCopy(t *testing.T) {
 // examples/dir-copy over the real sshd: a tree (with subdirectories) is
 // listed and copied by the built-in modules and digested on the node;
 // every digest matches the source, and the exec records carry the bytes
-// copied and staged.
+// copied and staged. It runs as it is and with the source read
+// compressed (?compress=zstd).
 func TestDirCopyExample(t *testing.T) {
+	for _, compress := range []string{"", staging.CompressZstd} {
+		t.Run("compress="+compress, func(t *testing.T) { testDirCopyExample(t, compress) })
+	}
+}
+
+func testDirCopyExample(t *testing.T, compress string) {
 	site, dir := stagingtest.SFTPDir(t)
 	u, auth := stagingtest.SFTP(t)
 	sizes := map[string]int{"a.dat": 3<<20 + 5, "sub/b.dat": 1, "sub/deeper/c.dat": 70 << 10}
@@ -65,7 +72,7 @@ func TestDirCopyExample(t *testing.T) {
 		sums[name] = stagingtest.SHA256(data)
 	}
 	shared, out := t.TempDir(), t.TempDir()
-	u.Path = dir + "/tree"
+	u.Path, u.Compress = dir+"/tree", compress
 	t.Setenv("SOURCE_URL", u.String())
 	t.Setenv("SHARED_DIR", shared)
 	t.Setenv("OUT_DIR", out)
