@@ -123,23 +123,26 @@ func (z *zstdStore) Open(ctx context.Context, name string, offset int64) (io.Rea
 }
 
 type zstdReader struct {
-	sess       *ssh.Session
-	dec        *zstd.Decoder
-	errs       siteErrors
-	stop       func() bool
-	where      string
-	name       string
-	ended, bad bool
+	sess        *ssh.Session
+	dec         *zstd.Decoder
+	errs        siteErrors
+	stop        func() bool
+	where, name string
+	ended       bool
+	err         error // the site's failure, returned from then on
 }
 
 func (r *zstdReader) Read(b []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
 	n, err := r.dec.Read(b)
 	if err == io.EOF && !r.ended {
 		r.ended = true
 		// The stream is complete only if the site's command ended well.
 		if werr := r.sess.Wait(); werr != nil || r.errs.Len() > 0 {
-			r.bad = true
-			return n, fmt.Errorf("read %s compressed on %s: %v %s", r.name, r.where, werr, strings.TrimSpace(r.errs.String()))
+			r.err = fmt.Errorf("read %s compressed on %s: %v %s", r.name, r.where, werr, strings.TrimSpace(r.errs.String()))
+			return n, r.err
 		}
 	}
 	if err != nil && err != io.EOF {

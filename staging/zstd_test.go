@@ -3,6 +3,7 @@ package staging_test
 import (
 	"context"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -105,5 +106,24 @@ func TestParseURLCompress(t *testing.T) {
 		if _, err := staging.ParseURL(raw); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("ParseURL(%q) = %v, want an error saying %q", raw, err, want)
 		}
+	}
+}
+
+// A site command that fails part-way is an error, not a short file: the
+// site's zstd would end its frame normally on the bytes it got.
+func TestSFTPZstdReadFailureOnTheSiteIsAnError(t *testing.T) {
+	remote, dir := stagingtest.SFTPZstdDir(t)
+	stagingtest.Put(t, remote, "locked.bin", stagingtest.Pattern(1000))
+	// The site is this machine: take its user's read permission away.
+	if err := os.Chmod(filepath.Join(dir, "locked.bin"), 0); err != nil {
+		t.Fatal(err)
+	}
+	r, err := remote.Open(context.Background(), "locked.bin", 0)
+	if err == nil {
+		_, err = io.ReadAll(r)
+		r.Close()
+	}
+	if err == nil || !strings.Contains(err.Error(), "reading the file failed") {
+		t.Fatalf("reading an unreadable file compressed: %v; want the site's failure", err)
 	}
 }
