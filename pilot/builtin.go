@@ -70,19 +70,7 @@ func (b *builtinExecutor) url(key, rel string, h dataflow.Headers) (staging.URL,
 	if err != nil {
 		return staging.URL{}, err
 	}
-	return joinURL(base, rel)
-}
-
-// joinURL is base/rel. An sftp base may end in options
-// (?compress=zstd): rel goes before them.
-func joinURL(base, rel string) (staging.URL, error) {
-	query := ""
-	if strings.HasPrefix(base, staging.SchemeSFTP+":") {
-		if i := strings.IndexByte(base, '?'); i >= 0 {
-			base, query = base[:i], base[i:]
-		}
-	}
-	return staging.ParseURL(strings.TrimSuffix(base, "/") + "/" + rel + query)
+	return staging.JoinURL(base, rel)
 }
 
 // passOn are the headers a built-in's messages carry, resolved, so the

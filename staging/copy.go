@@ -67,8 +67,10 @@ type partState struct {
 // partial file is ever visible under name.
 func PartName(name string) string {
 	dir, base := path.Split(name)
-	return dir + "." + base + ".part"
+	return dir + "." + base + partSuffix
 }
+
+const partSuffix = ".part"
 
 func stateName(name string) string { return PartName(name) + ".json" }
 

@@ -482,23 +482,34 @@ func (s *SFTPStore) HashWhileWritten(ctx context.Context, name string) (SiteHash
 	if err != nil {
 		return nil, err
 	}
-	sess, err := s.conn.NewSession()
+	h := &sftpSiteHash{where: s.where}
+	h.sess, h.stop, err = s.startCommand(ctx, "sh -c "+templates.ShellQuote(siteHashScript)+" sh "+templates.ShellQuote(p),
+		func(sess *ssh.Session) (err error) {
+			sess.Stdout, sess.Stderr = &h.out, &h.errs
+			h.in, err = sess.StdinPipe()
+			return err
+		})
 	if err != nil {
 		return nil, err
 	}
-	in, err := sess.StdinPipe()
-	if err != nil {
-		sess.Close()
-		return nil, err
-	}
-	h := &sftpSiteHash{sess: sess, in: in, where: s.where}
-	sess.Stdout, sess.Stderr = &h.out, &h.errs
-	if err := sess.Start("sh -c " + templates.ShellQuote(siteHashScript) + " sh " + templates.ShellQuote(p)); err != nil {
-		sess.Close()
-		return nil, err
-	}
-	h.stop = context.AfterFunc(ctx, func() { sess.Close() })
 	return h, nil
+}
+
+// startCommand starts cmd on the site in a session of its own, its
+// stdin, stdout and stderr wired by wire first. The session is closed
+// when ctx ends; stop undoes that.
+func (s *SFTPStore) startCommand(ctx context.Context, cmd string, wire func(*ssh.Session) error) (sess *ssh.Session, stop func() bool, err error) {
+	if sess, err = s.conn.NewSession(); err != nil {
+		return nil, nil, err
+	}
+	if err = wire(sess); err == nil {
+		err = sess.Start(cmd)
+	}
+	if err != nil {
+		sess.Close()
+		return nil, nil, err
+	}
+	return sess, context.AfterFunc(ctx, func() { sess.Close() }), nil
 }
 
 type sftpSiteHash struct {

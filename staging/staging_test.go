@@ -107,11 +107,17 @@ func (r *cutReader) Read(p []byte) (int, error) {
 }
 
 func (s failingStore) Open(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
-	r, err := s.Store.Open(ctx, name, off)
+	return openWrapped(ctx, s.Store, name, off, func(r io.ReadCloser) io.ReadCloser { return &cutReader{ReadCloser: r, left: s.limit} })
+}
+
+// openWrapped opens name in s and hands the reader to wrap: the test
+// stores that play a misbehaving source differ only in their reader.
+func openWrapped(ctx context.Context, s staging.Store, name string, off int64, wrap func(io.ReadCloser) io.ReadCloser) (io.ReadCloser, error) {
+	r, err := s.Open(ctx, name, off)
 	if err != nil {
 		return nil, err
 	}
-	return &cutReader{ReadCloser: r, left: s.limit}, nil
+	return wrap(r), nil
 }
 
 // A copy cut half-way resumes from its verified chunks, reads only the
@@ -246,11 +252,7 @@ func (r *flippingReader) Read(p []byte) (int, error) {
 }
 
 func (s flippingStore) Open(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
-	r, err := s.Store.Open(ctx, name, off)
-	if err != nil {
-		return nil, err
-	}
-	return &flippingReader{ReadCloser: r, off: off, at: s.at}, nil
+	return openWrapped(ctx, s.Store, name, off, func(r io.ReadCloser) io.ReadCloser { return &flippingReader{ReadCloser: r, off: off, at: s.at} })
 }
 
 // A download cut while the source held other bytes, resumed once it holds
@@ -478,11 +480,7 @@ func (r *touchingReader) Read(p []byte) (int, error) {
 }
 
 func (s touchingStore) Open(ctx context.Context, name string, off int64) (io.ReadCloser, error) {
-	r, err := s.Store.Open(ctx, name, off)
-	if err != nil {
-		return nil, err
-	}
-	return &touchingReader{ReadCloser: r, path: s.path}, nil
+	return openWrapped(ctx, s.Store, name, off, func(r io.ReadCloser) io.ReadCloser { return &touchingReader{ReadCloser: r, path: s.path} })
 }
 
 // A source changed while it is copied (same size, new mtime) is refused,

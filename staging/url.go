@@ -133,6 +133,18 @@ func ParseURL(raw string) (URL, error) {
 	return u, nil
 }
 
+// JoinURL parses base/rel. The options an sftp base may end in
+// (?compress=zstd) stay at the end, after rel.
+func JoinURL(base, rel string) (URL, error) {
+	query := ""
+	if strings.HasPrefix(base, SchemeSFTP+":") {
+		if i := strings.IndexByte(base, '?'); i >= 0 {
+			base, query = base[:i], base[i:]
+		}
+	}
+	return ParseURL(strings.TrimSuffix(base, "/") + "/" + rel + query)
+}
+
 // Rel is the URL's path relative to a store root at root (for file URLs:
 // the shared data root). It refuses a path outside root.
 func (u URL) Rel(root string) (string, error) {

@@ -95,30 +95,25 @@ func (z *zstdStore) Open(ctx context.Context, name string, offset int64) (io.Rea
 	if err != nil {
 		return nil, err
 	}
-	sess, err := z.s.conn.NewSession()
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", name, err)
-	}
-	out, err := sess.StdoutPipe()
-	if err != nil {
-		sess.Close()
-		return nil, err
-	}
-	r := &zstdReader{sess: sess, where: z.s.where, name: name}
-	sess.Stderr = &r.errs
+	r := &zstdReader{where: z.s.where, name: name}
 	// A failed tail says so on stderr, which fails the read (zstd would
 	// end its frame normally on the bytes it got).
 	cmd := fmt.Sprintf("{ tail -c +%d -- %s || echo 'reading the file failed' >&2; } | zstd -c -q -%d -T0",
 		offset+1, templates.ShellQuote(p), zstdLevel)
-	if err := sess.Start(cmd); err != nil {
-		sess.Close()
+	var out io.Reader
+	r.sess, r.stop, err = z.s.startCommand(ctx, cmd, func(sess *ssh.Session) (err error) {
+		sess.Stderr = &r.errs
+		out, err = sess.StdoutPipe()
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", name, err)
 	}
 	if r.dec, err = zstd.NewReader(countingReader{out, &z.wire}); err != nil {
-		sess.Close()
+		r.stop()
+		r.sess.Close()
 		return nil, err
 	}
-	r.stop = context.AfterFunc(ctx, func() { sess.Close() })
 	return r, nil
 }
 
@@ -160,7 +155,7 @@ func (r *zstdReader) Close() error {
 // Append opens name for appending. Only a part file is written
 // compressed: a state file is a few hundred bytes, written often.
 func (z *zstdStore) Append(ctx context.Context, name string) (Writer, error) {
-	if !strings.HasSuffix(name, ".part") {
+	if !strings.HasSuffix(name, partSuffix) {
 		return z.s.Append(ctx, name)
 	}
 	p, err := z.s.confined(name)
@@ -170,28 +165,23 @@ func (z *zstdStore) Append(ctx context.Context, name string) (Writer, error) {
 	if err := z.s.client.MkdirAll(path.Dir(p)); err != nil {
 		return nil, z.s.wrap("mkdir", path.Dir(name), err)
 	}
-	sess, err := z.s.conn.NewSession()
-	if err != nil {
-		return nil, fmt.Errorf("append %s: %w", name, err)
-	}
-	in, err := sess.StdinPipe()
-	if err != nil {
-		sess.Close()
-		return nil, err
-	}
-	w := &zstdWriter{sess: sess, in: in, where: z.s.where, name: name}
-	sess.Stderr = &w.errs
+	w := &zstdWriter{where: z.s.where, name: name}
 	// Sync's durability: GNU sync takes a file; elsewhere all of them.
 	q := templates.ShellQuote(p)
-	if err := sess.Start("zstd -d -c -q >> " + q + " && { sync -- " + q + " 2>/dev/null || sync; }"); err != nil {
-		sess.Close()
+	w.sess, w.stop, err = z.s.startCommand(ctx, "zstd -d -c -q >> "+q+" && { sync -- "+q+" 2>/dev/null || sync; }",
+		func(sess *ssh.Session) (err error) {
+			sess.Stderr = &w.errs
+			w.in, err = sess.StdinPipe()
+			return err
+		})
+	if err != nil {
 		return nil, fmt.Errorf("append %s: %w", name, err)
 	}
-	if w.enc, err = zstd.NewWriter(countingWriter{in, &z.wire}, zstd.WithEncoderLevel(zstd.SpeedFastest)); err != nil {
-		sess.Close()
+	if w.enc, err = zstd.NewWriter(countingWriter{w.in, &z.wire}, zstd.WithEncoderLevel(zstd.SpeedFastest)); err != nil {
+		w.stop()
+		w.sess.Close()
 		return nil, err
 	}
-	w.stop = context.AfterFunc(ctx, func() { sess.Close() })
 	return w, nil
 }
 
