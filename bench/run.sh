@@ -22,27 +22,21 @@ for i in $(seq 1 "$count"); do
   rounds+=$(cd "$(dirname "$bin")" && "$bin" -test.run '^$' -test.bench . -test.benchtime "${BENCH_TIME:-1s}" | grep '^Benchmark' | sed "s/^/$i /")
   rounds+=$'\n'
 done
-echo "$rounds" | awk '
+echo "$rounds" | awk "$(<"$root/bench/median.awk")"'
   NF < 4 { next }
   { r=$1; name=$2; sub(/-[0-9]+$/, "", name); ns[r, name]=$4; seen[name]=1; R[r]=1 }
-  function median(list, k,   a, i, j, x) {
-    k=split(list, a, " ")
-    for (i=2; i<=k; i++) { x=a[i]; j=i-1; while (j>0 && a[j]+0>x+0) { a[j+1]=a[j]; j-- } a[j+1]=x }
-    return a[int((k+1)/2)]
-  }
   END {
     split("Lifecycle/%s/batch=1 Lifecycle/%s/batch=100 LifecycleParallel/%s/batch=1", rows, " ")
     for (i=1; i<=3; i++) {
       s=sprintf("Benchmark" rows[i], "scalebox"); g=sprintf("Benchmark" rows[i], "goqite")
       if (!(s in seen) || !(g in seen)) continue
-      sl=""; gl=""; rl=""; lo=1e18; hi=0
+      sl=""; gl=""; rl=""
       for (r in R) {
         if (!((r, s) in ns) || !((r, g) in ns)) continue
-        sl=sl " " ns[r, s]; gl=gl " " ns[r, g]; x=ns[r, g]/ns[r, s]; rl=rl " " x
-        if (x < lo) lo=x; if (x > hi) hi=x
+        sl=sl " " ns[r, s]; gl=gl " " ns[r, g]; rl=rl " " ns[r, g]/ns[r, s]
       }
       label=rows[i]; sub(/\/%s/, "", label)
-      printf "   %-26s scalebox %8.0f tasks/s  goqite %8.0f tasks/s  ratio %.2f (rounds %.2f-%.2f)\n", label, 1e9/median(sl), 1e9/median(gl), median(rl), lo, hi
+      printf "   %-26s scalebox %8.0f tasks/s  goqite %8.0f tasks/s  ratio %.2f (rounds %s)\n", label, 1e9/median(sl), 1e9/median(gl), median(rl), span(rl, "%.2f")
     }
   }'
 [ "${BENCH_ONLY:-}" = broker ] && exit 0

@@ -77,18 +77,12 @@ done
 
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 echo "tasks: $tasks no-op task executions ($msgs messages through a two-module pipeline), $rounds rounds"
-printf '%s' "$results" | awk -v cores="$cores" '
-  function median(a, n,   i, j, x) {
-    for (i = 2; i <= n; i++) { x = a[i]; j = i - 1; while (j > 0 && a[j] > x) { a[j+1] = a[j]; j-- } a[j+1] = x }
-    return n % 2 ? a[(n+1)/2] : (a[n/2] + a[n/2+1]) / 2
-  }
-  NF == 3 { n++; s[n] = $1; g[n] = $2; x[n] = $3; rg[n] = $1 / $2; rx[n] = $1 / $3 }
+printf '%s' "$results" | awk -v cores="$cores" "$(<"$root/bench/median.awk")"'
+  NF == 3 { s = s " " $1; g = g " " $2; x = x " " $3; rg = rg " " $1 / $2; rx = rx " " $1 / $3 }
   END {
-    printf "%-28s %8.0f tasks/s (median)\n", "scalebox run (--pilots " cores ")", median(s, n)
-    printf "%-28s %8.0f tasks/s\n", "GNU parallel -j " cores, median(g, n)
-    printf "%-28s %8.0f tasks/s\n", "xargs -P " cores, median(x, n)
-    lo = hi = rg[1]; for (i = 2; i <= n; i++) { if (rg[i] < lo) lo = rg[i]; if (rg[i] > hi) hi = rg[i] }
-    lx = hx = rx[1]; for (i = 2; i <= n; i++) { if (rx[i] < lx) lx = rx[i]; if (rx[i] > hx) hx = rx[i] }
-    printf "ratio scalebox/parallel = %.2f (rounds %.2f-%.2f; target >= 4)\n", median(rg, n), lo, hi
-    printf "ratio scalebox/xargs    = %.2f (rounds %.2f-%.2f; target >= 0.5)\n", median(rx, n), lx, hx
+    printf "%-28s %8.0f tasks/s (median)\n", "scalebox run (--pilots " cores ")", median(s)
+    printf "%-28s %8.0f tasks/s\n", "GNU parallel -j " cores, median(g)
+    printf "%-28s %8.0f tasks/s\n", "xargs -P " cores, median(x)
+    printf "ratio scalebox/parallel = %.2f (rounds %s; target >= 4)\n", median(rg), span(rg, "%.2f")
+    printf "ratio scalebox/xargs    = %.2f (rounds %s; target >= 0.5)\n", median(rx), span(rx, "%.2f")
   }'

@@ -16,13 +16,8 @@ cc -O2 -static -nostdlib -o "$work/exit" "$work/exit.c"
 (cd "$root" && go test -c -o "$work/pilot.test" ./pilot)
 for r in $(seq 1 "$rounds"); do
   SCALEBOX_BENCH_RUN=$work/exit "$work/pilot.test" -test.run '^$' -test.bench '^BenchmarkTaskRun$' | awk -v r="$r" '/^BenchmarkTaskRun\// { n=$1; sub(/-[0-9]+$/, "", n); sub(/.*\//, "", n); print r, n, $3 }'
-done | awk '
+done | awk "$(<"$root/bench/median.awk")"'
   { ns[$1, $2] = $3; R[$1] = 1 }
-  function median(list,   a, k, i, j, x) {
-    k = split(list, a, " ")
-    for (i = 2; i <= k; i++) { x = a[i]; j = i - 1; while (j > 0 && a[j] + 0 > x + 0) { a[j+1] = a[j]; j-- } a[j+1] = x }
-    return a[int((k + 1) / 2)]
-  }
   END {
     for (r in R) { w = w " " ns[r, "workspace"]; e = e " " ns[r, "exec"]; d = d " " (ns[r, "workspace"] - ns[r, "exec"]) / 1000 }
     printf "   task through the workspace %6.0f us   bare exec %6.0f us   pilot adds %.0f us per task (median of %d rounds; rounds:%s)\n", median(w) / 1000, median(e) / 1000, median(d), length(R), d
