@@ -43,21 +43,10 @@ func (w sizedWriter) Write(p []byte) (int, error) {
 // VM with free page reporting must fault in from its host again.
 func TestCopyWritesLocalFilesInPieces(t *testing.T) {
 	ctx := context.Background()
-	srcDir, dstDir := t.TempDir(), t.TempDir()
+	src, _ := openDir(t)
+	dir, dstDir := openDir(t)
 	data := stagingtest.Pattern(2*staging.ChunkSize + 5)
-	if err := os.WriteFile(filepath.Join(srcDir, "in.bin"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	src, err := staging.OpenDir(srcDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	dir, err := staging.OpenDir(dstDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dir.Close()
+	stagingtest.Put(t, src, "in.bin", data)
 	var largest int
 	if _, err := staging.Copy(ctx, src, "in.bin", writeSizes{dir, &largest}, "out.bin", nil); err != nil {
 		t.Fatal(err)
