@@ -326,3 +326,70 @@ func TestWriteWaitsForItsRunningOp(t *testing.T) {
 		t.Fatalf("write returned %v with the op's write seen: %v; want it to wait for the op, which committed", err, wrote)
 	}
 }
+
+// A report of successes only is answered one completion at a time like
+// any other: one stale lease, one undeliverable output or one task
+// reported twice changes the answer for that completion alone.
+func TestReportOfSuccessesAnsweredPerCompletion(t *testing.T) {
+	const stale, missing, twice = "stale", "missing module", "reported twice"
+	for _, odd := range []string{"", stale, missing, twice} {
+		t.Run("odd="+odd, func(t *testing.T) {
+			ctx := context.Background()
+			b, _ := openTest(t)
+			app, err := b.CreateApp(ctx, testApp(nil), []dataflow.Message{{Body: "x0"}, {Body: "x1"}, {Body: "x2"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pilot, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h"})
+			var cs []dataflow.Completion
+			for range 3 {
+				l := leaseOne(t, b, app, pilot, "a")
+				cs = append(cs, dataflow.Completion{TaskID: l.ID, Gen: l.Gen, Host: "h", Messages: []dataflow.Message{{Body: "y" + strings.TrimPrefix(l.Body, "x")}}})
+			}
+			switch odd {
+			case stale:
+				cs[1].Gen++
+			case missing:
+				cs[1].Messages[0].Module = "nosuch"
+			case twice:
+				cs = append(cs, cs[1])
+			}
+			res, err := b.Complete(ctx, Report{PilotID: pilot, Completions: cs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range res {
+				wantStatus, wantState := dataflow.ReportAccepted, dataflow.TaskSucceeded
+				switch {
+				case i == 1 && odd == stale:
+					wantStatus, wantState = dataflow.ReportStale, dataflow.TaskLeased
+				case i == 1 && odd == missing:
+					wantState = dataflow.TaskFailed
+				case i == 3:
+					wantStatus, wantState = dataflow.ReportStale, ""
+				}
+				if r.Status != wantStatus || r.State != wantState {
+					t.Errorf("completion %d: %s %s, want %s %s (%s)", i, r.Status, r.State, wantStatus, wantState, r.Error)
+				}
+			}
+			wantMsgs, wantExecs := 3, 3
+			if odd == stale || odd == missing {
+				wantMsgs = 2
+			}
+			if odd == stale {
+				wantExecs = 2
+			}
+			if n := count(t, b, "SELECT count(*) FROM tasks WHERE body LIKE 'y%' AND headers LIKE '%\"from_host\":\"h\"%'"); n != wantMsgs {
+				t.Errorf("%d messages emitted, want %d", n, wantMsgs)
+			}
+			if n := count(t, b, "SELECT count(*) FROM task_execs"); n != wantExecs {
+				t.Errorf("%d exec records, want %d", n, wantExecs)
+			}
+			if odd == missing {
+				if n := count(t, b, "SELECT count(*) FROM task_execs WHERE task_id = ? AND exit_code = ? AND note LIKE '%nosuch%'", cs[1].TaskID, dataflow.ExitNotRetryable); n != 1 {
+					t.Error("undeliverable output not recorded as a not-retryable failure naming the module")
+				}
+			}
+		})
+	}
+}

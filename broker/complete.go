@@ -112,8 +112,12 @@ func loadTaskRows(tx *wtx, ids []int64) (map[int64]taskRow, error) {
 // statements: one read of the tasks, one update for the successes, one
 // insert of all exec records and one of all plain emitted messages.
 // Failures (retry rules) and special messages (OVERWRITE, repeatable) take
-// the per-row path.
+// the per-row path. A report of plain successes only, the common one,
+// first tries completeQuiet, which needs no read.
 func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataflow.Completion) ([]dataflow.CompletionResult, error) {
+	if results, ok, err := b.completeQuiet(tx, now, pilotID, cs); ok || err != nil {
+		return results, err
+	}
 	results := make([]dataflow.CompletionResult, len(cs))
 	ids := make([]int64, len(cs))
 	for i, c := range cs {
@@ -221,6 +225,109 @@ func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataf
 		}
 	}
 	return results, nil
+}
+
+// succeedReturning moves the tasks of a JSON list of [id, gen] pairs
+// whose lease this pilot holds at that generation to succeeded, and
+// returns what completeBatch would otherwise have read before: the state
+// left (prev_state), the attempts before this one, the headers. The
+// join reads json_each first and finds each task by its id.
+const succeedReturning = `UPDATE tasks SET prev_state = state, state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL,
+	lease_slot = NULL, lease_deadline = NULL, updated_at = ?1
+	FROM (SELECT value ->> 0 AS id, value ->> 1 AS gen FROM json_each(?2)) AS c
+	WHERE tasks.id = c.id AND tasks.lease_gen = c.gen AND tasks.lease_pilot = ?3 AND tasks.state IN ('leased', 'running')
+	RETURNING tasks.id, tasks.app_id, tasks.module_id, tasks.prev_state, tasks.lease_gen, tasks.attempts - 1, tasks.headers`
+
+// completeQuiet applies a report made only of successes with no deferred
+// state changes, each task once, by one UPDATE ... RETURNING instead of a
+// read and an update. It reports ok false, having changed nothing, when
+// the report is not of that kind or when any completion would be answered
+// differently from a plain success (a stale lease, output that cannot be
+// delivered): completeBatch's general path then answers each one.
+func (b *Broker) completeQuiet(tx *wtx, now time.Time, pilotID int64, cs []dataflow.Completion) (_ []dataflow.CompletionResult, ok bool, err error) {
+	if len(cs) == 0 {
+		return nil, false, nil
+	}
+	pairs := make([][2]int64, len(cs))
+	at := make(map[int64]int, len(cs))
+	for i, c := range cs {
+		if _, twice := at[c.TaskID]; twice || c.ExitCode != 0 || len(c.Deferred) > 0 {
+			return nil, false, nil
+		}
+		at[c.TaskID] = i
+		pairs[i] = [2]int64{c.TaskID, c.Gen}
+	}
+	if _, err := tx.Exec("SAVEPOINT quiet"); err != nil {
+		return nil, false, err
+	}
+	kept := false
+	defer func() {
+		if !kept {
+			if _, rerr := tx.Exec("ROLLBACK TO quiet"); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+		if _, rerr := tx.Exec("RELEASE quiet"); rerr != nil && err == nil {
+			err = rerr
+		}
+		if err != nil {
+			ok = false
+		}
+	}()
+	js, _ := json.Marshal(pairs)
+	rows, err := tx.Query(succeedReturning, ms(now), string(js), pilotID)
+	if err != nil {
+		return nil, false, err
+	}
+	done := make([]taskRow, len(cs))
+	n := 0
+	for rows.Next() {
+		var t taskRow
+		if err := rows.Scan(&t.id, &t.appID, &t.moduleID, &t.state, &t.gen, &t.attempts, &t.headers); err != nil {
+			rows.Close()
+			return nil, false, err
+		}
+		t.pilot = sql.NullInt64{Int64: pilotID, Valid: true}
+		done[at[t.id]] = t
+		n++
+	}
+	if err := rows.Close(); err != nil {
+		return nil, false, err
+	}
+	if err := rows.Err(); err != nil || n != len(cs) {
+		return nil, false, err
+	}
+	results := make([]dataflow.CompletionResult, len(cs))
+	execs := make([]execRow, len(cs))
+	var emitted []resolved
+	for i, c := range cs {
+		t := done[i]
+		mod := b.module(t.moduleID)
+		if mod == nil {
+			return nil, false, fmt.Errorf("task %d: module %d not loaded", t.id, t.moduleID)
+		}
+		msgs, rerr := b.resolveMessages(t, mod, c)
+		if rerr != nil {
+			return nil, false, nil
+		}
+		emitted = append(emitted, msgs...)
+		execs[i] = newExecRow(t, pilotID, c, len(msgs))
+		results[i] = dataflow.CompletionResult{TaskID: c.TaskID, Status: dataflow.ReportAccepted, State: dataflow.TaskSucceeded}
+	}
+	kept = true
+	for i, c := range cs {
+		tx.moved(done[i].moduleID, done[i].state, dataflow.TaskSucceeded, 1)
+		if err := recordCached(tx, done[i].appID, c, ms(now)); err != nil {
+			return nil, true, err
+		}
+	}
+	if err := insertExecs(tx, execs); err != nil {
+		return nil, true, err
+	}
+	if _, err := b.insertTasks(tx, emitted, ms(now)); err != nil {
+		return nil, true, err
+	}
+	return results, true, nil
 }
 
 type appOp struct {
