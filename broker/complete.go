@@ -29,31 +29,42 @@ type Report struct {
 // A completion whose lease is no longer held by this pilot at this
 // generation changes nothing and is answered ReportStale.
 func (b *Broker) Complete(ctx context.Context, r Report) ([]dataflow.CompletionResult, error) {
-	results := make([]dataflow.CompletionResult, len(r.Completions))
-	err := b.write(ctx, func(tx *wtx) error {
-		now := b.now()
-		// A task that started and ended within one report goes straight
-		// from leased to its end state; only the others are marked running.
-		ended := make(map[int64]bool, len(r.Completions))
-		for _, c := range r.Completions {
-			ended[c.TaskID] = true
-		}
-		running := make([]dataflow.Started, 0, len(r.Started))
-		for _, st := range r.Started {
-			if !ended[st.TaskID] {
-				running = append(running, st)
+	var results []dataflow.CompletionResult
+	apply := func(quiet bool) func(tx *wtx) error {
+		return func(tx *wtx) error {
+			now := b.now()
+			// A task that started and ended within one report goes straight
+			// from leased to its end state; only the others are marked running.
+			ended := make(map[int64]bool, len(r.Completions))
+			for _, c := range r.Completions {
+				ended[c.TaskID] = true
 			}
-		}
-		if err := markRunning(tx, r.PilotID, running, ms(now)); err != nil {
+			running := make([]dataflow.Started, 0, len(r.Started))
+			for _, st := range r.Started {
+				if !ended[st.TaskID] {
+					running = append(running, st)
+				}
+			}
+			if err := markRunning(tx, r.PilotID, running, ms(now)); err != nil {
+				return err
+			}
+			var err error
+			if quiet {
+				results, err = b.completeQuiet(tx, now, r.PilotID, r.Completions)
+			} else {
+				results, err = b.completeBatch(tx, now, r.PilotID, r.Completions)
+			}
 			return err
 		}
-		var err error
-		results, err = b.completeBatch(tx, now, r.PilotID, r.Completions)
-		if err != nil {
-			return err
-		}
-		return nil
-	})
+	}
+	// A report of plain successes, the common one, first tries the path
+	// that needs no read; if it finds anything else, that attempt rolls
+	// back and the general path answers each completion.
+	quiet := quietReport(r.Completions)
+	err := b.write(ctx, apply(quiet))
+	if quiet && errors.Is(err, errNotQuiet) {
+		err = b.write(ctx, apply(false))
+	}
 	if err != nil {
 		return nil, fmt.Errorf("complete: %w", err)
 	}
@@ -112,12 +123,8 @@ func loadTaskRows(tx *wtx, ids []int64) (map[int64]taskRow, error) {
 // statements: one read of the tasks, one update for the successes, one
 // insert of all exec records and one of all plain emitted messages.
 // Failures (retry rules) and special messages (OVERWRITE, repeatable) take
-// the per-row path. A report of plain successes only, the common one,
-// first tries completeQuiet, which needs no read.
+// the per-row path.
 func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataflow.Completion) ([]dataflow.CompletionResult, error) {
-	if results, ok, err := b.completeQuiet(tx, now, pilotID, cs); ok || err != nil {
-		return results, err
-	}
 	results := make([]dataflow.CompletionResult, len(cs))
 	ids := make([]int64, len(cs))
 	for i, c := range cs {
@@ -238,46 +245,40 @@ const succeedReturning = `UPDATE tasks SET prev_state = state, state = 'succeede
 	WHERE tasks.id = c.id AND tasks.lease_gen = c.gen AND tasks.lease_pilot = ?3 AND tasks.state IN ('leased', 'running')
 	RETURNING tasks.id, tasks.app_id, tasks.module_id, tasks.prev_state, tasks.lease_gen, tasks.attempts - 1, tasks.headers`
 
-// completeQuiet applies a report made only of successes with no deferred
-// state changes, each task once, by one UPDATE ... RETURNING instead of a
-// read and an update. It reports ok false, having changed nothing, when
-// the report is not of that kind or when any completion would be answered
-// differently from a plain success (a stale lease, output that cannot be
-// delivered): completeBatch's general path then answers each one.
-func (b *Broker) completeQuiet(tx *wtx, now time.Time, pilotID int64, cs []dataflow.Completion) (_ []dataflow.CompletionResult, ok bool, err error) {
-	if len(cs) == 0 {
-		return nil, false, nil
-	}
-	pairs := make([][2]int64, len(cs))
-	at := make(map[int64]int, len(cs))
-	for i, c := range cs {
-		if _, twice := at[c.TaskID]; twice || c.ExitCode != 0 || len(c.Deferred) > 0 {
-			return nil, false, nil
+// errNotQuiet is completeQuiet finding a completion that is not a plain
+// success; its operation rolls back.
+var errNotQuiet = errors.New("report is not of plain successes")
+
+// quietReport reports whether every completion is a success with no
+// deferred state change, each of a different task: the reports
+// completeQuiet can apply.
+func quietReport(cs []dataflow.Completion) bool {
+	seen := make(map[int64]bool, len(cs))
+	for _, c := range cs {
+		if seen[c.TaskID] || c.ExitCode != 0 || len(c.Deferred) > 0 {
+			return false
 		}
+		seen[c.TaskID] = true
+	}
+	return len(cs) > 0
+}
+
+// completeQuiet applies a quietReport by one UPDATE ... RETURNING instead
+// of a read and an update. It returns errNotQuiet when any completion
+// would be answered otherwise than as a plain success (a stale lease,
+// output that cannot be delivered); its caller's operation then rolls
+// back, changes included.
+func (b *Broker) completeQuiet(tx *wtx, now time.Time, pilotID int64, cs []dataflow.Completion) ([]dataflow.CompletionResult, error) {
+	at := make(map[int64]int, len(cs))
+	pairs := make([][2]int64, len(cs))
+	for i, c := range cs {
 		at[c.TaskID] = i
 		pairs[i] = [2]int64{c.TaskID, c.Gen}
 	}
-	if _, err := tx.Exec("SAVEPOINT quiet"); err != nil {
-		return nil, false, err
-	}
-	kept := false
-	defer func() {
-		if !kept {
-			if _, rerr := tx.Exec("ROLLBACK TO quiet"); rerr != nil && err == nil {
-				err = rerr
-			}
-		}
-		if _, rerr := tx.Exec("RELEASE quiet"); rerr != nil && err == nil {
-			err = rerr
-		}
-		if err != nil {
-			ok = false
-		}
-	}()
 	js, _ := json.Marshal(pairs)
 	rows, err := tx.Query(succeedReturning, ms(now), string(js), pilotID)
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
 	done := make([]taskRow, len(cs))
 	n := 0
@@ -285,17 +286,19 @@ func (b *Broker) completeQuiet(tx *wtx, now time.Time, pilotID int64, cs []dataf
 		var t taskRow
 		if err := rows.Scan(&t.id, &t.appID, &t.moduleID, &t.state, &t.gen, &t.attempts, &t.headers); err != nil {
 			rows.Close()
-			return nil, false, err
+			return nil, err
 		}
-		t.pilot = sql.NullInt64{Int64: pilotID, Valid: true}
 		done[at[t.id]] = t
 		n++
 	}
 	if err := rows.Close(); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	if err := rows.Err(); err != nil || n != len(cs) {
-		return nil, false, err
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if n != len(cs) {
+		return nil, errNotQuiet
 	}
 	results := make([]dataflow.CompletionResult, len(cs))
 	execs := make([]execRow, len(cs))
@@ -304,30 +307,27 @@ func (b *Broker) completeQuiet(tx *wtx, now time.Time, pilotID int64, cs []dataf
 		t := done[i]
 		mod := b.module(t.moduleID)
 		if mod == nil {
-			return nil, false, fmt.Errorf("task %d: module %d not loaded", t.id, t.moduleID)
+			return nil, fmt.Errorf("task %d: module %d not loaded", t.id, t.moduleID)
 		}
-		msgs, rerr := b.resolveMessages(t, mod, c)
-		if rerr != nil {
-			return nil, false, nil
+		msgs, err := b.resolveMessages(t, mod, c)
+		if err != nil {
+			return nil, errNotQuiet
 		}
 		emitted = append(emitted, msgs...)
 		execs[i] = newExecRow(t, pilotID, c, len(msgs))
 		results[i] = dataflow.CompletionResult{TaskID: c.TaskID, Status: dataflow.ReportAccepted, State: dataflow.TaskSucceeded}
-	}
-	kept = true
-	for i, c := range cs {
-		tx.moved(done[i].moduleID, done[i].state, dataflow.TaskSucceeded, 1)
-		if err := recordCached(tx, done[i].appID, c, ms(now)); err != nil {
-			return nil, true, err
+		tx.moved(t.moduleID, t.state, dataflow.TaskSucceeded, 1)
+		if err := recordCached(tx, t.appID, c, ms(now)); err != nil {
+			return nil, err
 		}
 	}
 	if err := insertExecs(tx, execs); err != nil {
-		return nil, true, err
+		return nil, err
 	}
 	if _, err := b.insertTasks(tx, emitted, ms(now)); err != nil {
-		return nil, true, err
+		return nil, err
 	}
-	return results, true, nil
+	return results, nil
 }
 
 type appOp struct {
