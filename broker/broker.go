@@ -29,8 +29,9 @@ var migrations embed.FS
 // Options tune a Broker.
 type Options struct {
 	// Synchronous is SQLite's synchronous setting: FULL (default, every
-	// commit survives power loss) or NORMAL (a commit may be lost on power
-	// loss, never on a process crash).
+	// commit survives power loss, except that leases and heartbeats alone
+	// in a commit wait for the next synced one: writeLazy) or NORMAL (a
+	// commit may be lost on power loss, never on a process crash).
 	Synchronous string
 	// MaxBatch bounds the operations grouped into one commit.
 	MaxBatch int
@@ -94,7 +95,8 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	if opts.Synchronous == "" {
 		opts.Synchronous = "FULL"
 	}
-	switch strings.ToUpper(opts.Synchronous) {
+	opts.Synchronous = strings.ToUpper(opts.Synchronous)
+	switch opts.Synchronous {
 	case "FULL", "NORMAL", "EXTRA":
 	default:
 		return nil, fmt.Errorf("open broker: synchronous %q must be FULL, NORMAL or EXTRA", opts.Synchronous)
@@ -115,7 +117,7 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	q := url.Values{}
 	q.Set("scalebox_qpsg", "1") // qpsg.go
 	q.Set("_journal_mode", "WAL")
-	q.Set("_synchronous", strings.ToUpper(opts.Synchronous))
+	q.Set("_synchronous", opts.Synchronous)
 	q.Set("_busy_timeout", "10000")
 	q.Set("_foreign_keys", "on")
 	q.Set("_txlock", "immediate")

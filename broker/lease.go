@@ -64,7 +64,7 @@ func (b *Broker) Lease(ctx context.Context, req LeaseRequest) ([]dataflow.Leased
 		return nil, nil
 	}
 	var out []dataflow.LeasedTask
-	err := b.write(ctx, func(tx *wtx) error {
+	err := b.writeLazy(ctx, func(tx *wtx) error {
 		out = out[:0]
 		now := b.now()
 		deadline := ms(now.Add(req.TTL))
@@ -197,7 +197,7 @@ func (b *Broker) Heartbeat(ctx context.Context, pilotID int64, held []int64, slo
 	if err != nil {
 		return err
 	}
-	err = b.write(ctx, func(tx *wtx) error {
+	err = b.writeLazy(ctx, func(tx *wtx) error {
 		now := b.now()
 		if len(held) > 0 {
 			if _, err := tx.Exec(`UPDATE tasks SET lease_deadline = ? WHERE lease_pilot = ? AND state IN ('leased','running')

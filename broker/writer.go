@@ -14,19 +14,34 @@ type op struct {
 	fn     func(tx *wtx) error
 	err    error
 	signal bool          // tasks may have become ready
+	lazy   bool          // may commit without a sync of its own (writeLazy)
 	done   chan struct{} // closed once the op's group has committed or failed
 	lead   chan struct{} // closed when this op's caller is to commit the next group
 }
 
 // write queues fn and waits for its group to commit.
 func (b *Broker) write(ctx context.Context, fn func(tx *wtx) error) error {
-	return b.writeOp(ctx, false, fn)
+	return b.writeOp(ctx, &op{fn: fn})
 }
 
 // writeReady is write for operations that may make tasks ready: waiting
 // leases are woken after the commit.
 func (b *Broker) writeReady(ctx context.Context, fn func(tx *wtx) error) error {
-	return b.writeOp(ctx, true, fn)
+	return b.writeOp(ctx, &op{fn: fn, signal: true})
+}
+
+// writeLazy is write for state that may be lost with the machine's page
+// cache (an OS crash or power cut; a killed process loses nothing): a
+// group of such writes alone commits with synchronous=NORMAL, no sync of
+// its own, and becomes durable with the next synced commit, since the
+// WAL is one file appended in order and a sync covers every frame before
+// it. Leases and heartbeats are such state (docs/design-decisions.md):
+// a lease lost so leaves its task ready, to be leased again, and the
+// report of the attempt that ran meanwhile is refused as stale; a lost
+// heartbeat only leaves a deadline earlier. Neither loses a task, a
+// result or a message, or records one twice.
+func (b *Broker) writeLazy(ctx context.Context, fn func(tx *wtx) error) error {
+	return b.writeOp(ctx, &op{fn: fn, lazy: true})
 }
 
 // writeOp commits fn on the caller's goroutine when no other commit is
@@ -37,8 +52,8 @@ func (b *Broker) writeReady(ctx context.Context, fn func(tx *wtx) error) error {
 // with one caller at a time (a pilot at batch 1) each of those was a
 // futex wake of an idle thread, a fifth of the CPU of a lifecycle and
 // most of the gap to goqite, which commits on the caller's goroutine.
-func (b *Broker) writeOp(ctx context.Context, signal bool, fn func(tx *wtx) error) error {
-	o := &op{ctx: ctx, fn: fn, signal: signal, done: make(chan struct{}), lead: make(chan struct{})}
+func (b *Broker) writeOp(ctx context.Context, o *op) error {
+	o.ctx, o.done, o.lead = ctx, make(chan struct{}), make(chan struct{})
 	b.qmu.Lock()
 	if b.closing {
 		b.qmu.Unlock()
@@ -137,6 +152,13 @@ func (b *Broker) runGroup(batch []*op) (committed bool, err error) {
 			tx.rollback()
 		}
 	}()
+	lazy := b.opts.Synchronous != "NORMAL"
+	for _, o := range batch {
+		lazy = lazy && o.lazy
+	}
+	if err := tx.setLazy(lazy, b.opts.Synchronous); err != nil {
+		return false, err
+	}
 	if _, err := tx.Exec("BEGIN IMMEDIATE"); err != nil {
 		return false, err
 	}
@@ -184,6 +206,26 @@ type wtx struct {
 	// moves and group are the task count changes of the running
 	// operation and of the group's kept ones (counts.go).
 	moves, group map[countKey]int
+	// lazy is set while the connection runs with synchronous=NORMAL for
+	// a group of writeLazy operations.
+	lazy bool
+}
+
+// setLazy switches the connection between synchronous=NORMAL and the
+// configured mode, between transactions (where SQLite allows it).
+func (t *wtx) setLazy(lazy bool, configured string) error {
+	if lazy == t.lazy {
+		return nil
+	}
+	mode := configured
+	if lazy {
+		mode = "NORMAL"
+	}
+	if _, err := t.Exec("PRAGMA synchronous = " + mode); err != nil {
+		return fmt.Errorf("synchronous=%s: %w", mode, err)
+	}
+	t.lazy = lazy
+	return nil
 }
 
 func (t *wtx) Exec(query string, args ...any) (sql.Result, error) {

@@ -185,3 +185,54 @@ func TestPanickingOpFailsAlone(t *testing.T) {
 		t.Errorf("write after the panics: %v", err)
 	}
 }
+
+// A group of lazy writes alone commits without a sync (synchronous=NORMAL,
+// 1); any other write in the group, or alone, commits with the configured
+// mode. The mode is read inside each op, on the connection committing it.
+func TestOnlyLazyGroupsSkipTheSync(t *testing.T) {
+	for _, configured := range []struct {
+		name string
+		want int // PRAGMA synchronous of a durable commit
+	}{{"FULL", 2}, {"EXTRA", 3}, {"NORMAL", 1}} {
+		t.Run(configured.name, func(t *testing.T) {
+			b, err := Open(context.Background(), filepath.Join(t.TempDir(), "s.db"), Options{Synchronous: strings.ToLower(configured.name)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close()
+			mode := func(got *int) func(tx *wtx) error {
+				return func(tx *wtx) error { return tx.QueryRow("PRAGMA synchronous").Scan(got) }
+			}
+			var lazy, durable, afterLazy int
+			if err := b.writeLazy(context.Background(), mode(&lazy)); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.write(context.Background(), mode(&durable)); err != nil {
+				t.Fatal(err)
+			}
+			if lazy != 1 || durable != configured.want {
+				t.Errorf("lazy write ran at synchronous=%d, durable at %d; want 1 and %d", lazy, durable, configured.want)
+			}
+			// Queued together, a lazy write commits with the durable one.
+			release, first := blockWriter(t, b)
+			errs := make(chan error, 2)
+			var mixedLazy, mixedDurable int
+			go func() { errs <- b.writeLazy(context.Background(), mode(&mixedLazy)) }()
+			queued(t, b, 1)
+			go func() { errs <- b.write(context.Background(), mode(&mixedDurable)) }()
+			queued(t, b, 2)
+			release()
+			for _, c := range []<-chan error{first, errs, errs} {
+				if err := <-c; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if mixedLazy != configured.want || mixedDurable != configured.want {
+				t.Errorf("mixed group ran at synchronous=%d/%d, want %d", mixedLazy, mixedDurable, configured.want)
+			}
+			if err := b.writeLazy(context.Background(), mode(&afterLazy)); err != nil || afterLazy != 1 {
+				t.Errorf("lazy write after a mixed group: synchronous=%d (%v), want 1", afterLazy, err)
+			}
+		})
+	}
+}

@@ -1,6 +1,9 @@
 // Package broker_test compares the scalebox broker's task lifecycle
-// (enqueue -> lease -> complete, each a durable commit) with goqite's
-// send -> receive -> delete on the same disk, in the same process.
+// (enqueue -> lease -> complete, synchronous=FULL: the enqueue and the
+// completion each a synced commit, the lease made durable by the
+// completion's sync, broker/writer.go writeLazy) with goqite's send ->
+// receive -> delete, each a synced commit, on the same disk, in the same
+// process.
 // bench/run.sh prints the ratios.
 package broker_test
 
