@@ -121,9 +121,6 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	q.Set("_busy_timeout", "10000")
 	q.Set("_foreign_keys", "on")
 	q.Set("_txlock", "immediate")
-	// One goroutine at a time uses a connection (database/sql), so
-	// SQLite's per-connection mutex only costs a lock per call.
-	q.Set("_mutex", "no")
 	// Statements on tasks compile their CHECKs and the transition trigger
 	// when prepared; reusing prepared statements keeps that off the hot path.
 	q.Set("_stmt_cache_size", "64")
@@ -142,7 +139,6 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	rq.Set("scalebox_qpsg", "1")
 	rq.Set("_busy_timeout", "10000")
 	rq.Set("_query_only", "1")
-	rq.Set("_mutex", "no")
 	rq.Set("_stmt_cache_size", "32")
 	r, err := sql.Open("sqlite3", "file:"+path+"?"+rq.Encode())
 	if err != nil {
