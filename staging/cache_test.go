@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -176,22 +177,32 @@ func BenchmarkCacheHitVsCp(b *testing.B) {
 		}
 		return time.Since(t0)
 	}
+	// The figure is the median of the pairs' ratios: on this VM one copy
+	// in a few lands on memory or disk that is slow at that moment (a
+	// pair at 0.3 between pairs at 1.0), and a ratio of the sums would
+	// report that one copy.
 	var tHit, tCp time.Duration
+	ratios := make([]float64, 0, b.N)
 	b.SetBytes(2 * int64(len(data)))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
+		var h, c time.Duration
 		if i%2 == 0 {
-			tHit += hit()
-			tCp += cp()
+			h = hit()
+			c = cp()
 		} else {
-			tCp += cp()
-			tHit += hit()
+			c = cp()
+			h = hit()
 		}
+		tHit += h
+		tCp += c
+		ratios = append(ratios, c.Seconds()/h.Seconds())
 	}
 	mb := float64(b.N) * float64(len(data)) / 1e6
 	b.ReportMetric(mb/tHit.Seconds(), "hit-MB/s")
 	b.ReportMetric(mb/tCp.Seconds(), "cp-MB/s")
-	b.ReportMetric(tCp.Seconds()/tHit.Seconds(), "hit/cp")
+	slices.Sort(ratios)
+	b.ReportMetric(ratios[(len(ratios)-1)/2], "hit/cp") // the lower median
 }
 
 // countingStore counts the reads of its files.

@@ -132,7 +132,7 @@ rounds local: "cp + sync" sb_loc cp_loc; echo " (verified copy vs cp)"
 cmp "$work/data.bin" "$work/back-sb.bin" && echo "   round trip verified"
 # A local: cache hit (entry checked, the task's own copy made and synced)
 # next to cp + sync of the same 256 MiB file, alternating, in one Go
-# benchmark run.
+# benchmark run; the ratio is the lower median of the pairs' ratios.
 line=$(cd "$root" && go test ./staging -run '^$' -bench 'CacheHitVsCp' -benchtime "${HIT_ROUNDS:-6}x" | grep '^BenchmarkCacheHitVsCp')
 metric() { echo "$line" | awk -v m="$1" '{ for (i = 1; i < NF; i++) if ($(i+1) == m) print $i }'; }
 printf "   cache hit scalebox %5.0f MB/s   cp + sync    %5.0f MB/s   ratio %s (target >= 0.9)\n" "$(metric hit-MB/s)" "$(metric cp-MB/s)" "$(metric hit/cp)"
