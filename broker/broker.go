@@ -81,6 +81,10 @@ type Broker struct {
 	// touched collects, inside a commit, the modules given ready tasks by
 	// the group being committed.
 	touched map[int64]bool
+	// holding marks the apps that may have tasks held for lost input
+	// (reproduce.go): their emitted messages first try to release one.
+	// Only the caller holding the writer's turn uses it.
+	holding map[int64]bool
 	rndMu   sync.Mutex
 }
 
@@ -157,11 +161,17 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		apps:    map[int64]*appInfo{},
 		ready:   map[int64]chan struct{}{},
 		touched: map[int64]bool{},
+		holding: map[int64]bool{},
 	}
 	if err := b.loadCache(ctx); err != nil {
 		r.Close()
 		w.Close()
 		return nil, err
+	}
+	if err := loadHolding(ctx, r, b.holding); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("open broker: %w", err)
 	}
 	wc, err := w.Conn(ctx)
 	if err == nil && opts.Strict {

@@ -341,6 +341,25 @@ type resolved struct {
 	// def is the target module, found when the message was resolved, so
 	// inserting needs no lookup per row.
 	def *dataflow.Module
+	// parentID is the task that emitted the message (0: none); bound is
+	// set when the head bound it to that task's node, where its input is.
+	parentID int64
+	bound    bool
+}
+
+// parent and boundFlag are the lineage columns' values (migration 0007).
+func (r resolved) parent() any {
+	if r.parentID == 0 {
+		return nil
+	}
+	return r.parentID
+}
+
+func (r resolved) boundFlag() int {
+	if r.bound {
+		return 1
+	}
+	return 0
 }
 
 // resolveMessages gives each emitted message its destination module and
@@ -393,10 +412,12 @@ func (b *Broker) resolveMessages(t taskRow, mod *moduleInfo, c dataflow.Completi
 		// output to one: no other node can read it.
 		target := def.Module(name)
 		bound := target != nil && (target.DistMode == dataflow.DistHostBound || c.DataOnNode && target.ReadsNodeTier())
-		if bound && h[dataflow.HeaderToHost] == "" && c.Host != "" {
+		boundHere := bound && h[dataflow.HeaderToHost] == "" && c.Host != ""
+		if boundHere {
 			h[dataflow.HeaderToHost] = c.Host
 		}
-		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, appID: t.appID, moduleID: id, def: target})
+		out = append(out, resolved{Message: dataflow.Message{Module: name, Body: m.Body, Headers: h}, appID: t.appID, moduleID: id, def: target,
+			parentID: t.id, bound: boundHere})
 	}
 	return out, nil
 }

@@ -94,3 +94,18 @@ func TestPlansIgnoreBoundValues(t *testing.T) {
 		t.Fatalf("control: a plain connection did not use the bound value, so this probe proves nothing:\n%s", plan)
 	}
 }
+
+// The lost-node pass and the quiet completion find their tasks through
+// indexes: the bound-task index, the (module, body) key, the rowid.
+func TestLineageAndQuietCompletionPlans(t *testing.T) {
+	b, _ := openTest(t)
+	if plan := queryPlan(t, b, boundWaiting, 1, "h"); !contains(plan, "USING INDEX tasks_bound") {
+		t.Errorf("bound-task plan:\n%s", plan)
+	}
+	if plan := queryPlan(t, b, releaseHeldSQL, "{}", "", "", "", nil, 0, 1, 1, "x"); contains(plan, "SCAN tasks") {
+		t.Errorf("release plan scans tasks:\n%s", plan)
+	}
+	if plan := queryPlan(t, b, succeedReturning, 1, "[[1,1]]", 1); contains(plan, "SCAN tasks") || !contains(plan, "INTEGER PRIMARY KEY") {
+		t.Errorf("quiet completion plan:\n%s", plan)
+	}
+}

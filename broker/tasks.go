@@ -17,29 +17,30 @@ import (
 // through insertTasks' multi-row path. It reports whether a task became
 // ready.
 func (b *Broker) insertSpecial(tx *wtx, m resolved, now int64) (bool, error) {
-	ok, err := insertSpecial(tx, m.appID, m.moduleID, m.Message, dataKey(m), now)
+	ok, err := insertSpecial(tx, m, dataKey(m), now)
 	if ok {
 		b.markReady(m.moduleID)
 	}
 	return ok, err
 }
 
-func insertSpecial(tx *wtx, appID, moduleID int64, msg dataflow.Message, dataKey string, now int64) (bool, error) {
+func insertSpecial(tx *wtx, m resolved, dataKey string, now int64) (bool, error) {
+	appID, moduleID, msg := m.appID, m.moduleID, m.Message
 	h := msg.Headers
 	hj := h.JSON()
 	sortTag, toHost := h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost]
 	if strings.EqualFold(h[dataflow.HeaderRepeatable], "yes") {
-		_, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, seq, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
-			VALUES (?, ?, ?, (SELECT coalesce(max(seq) + 1, 0) FROM tasks WHERE module_id = ? AND body = ?), ?, 'ready', ?, ?, ?, ?, ?)`,
-			appID, moduleID, msg.Body, moduleID, msg.Body, hj, sortTag, toHost, dataKey, now, now)
+		_, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, seq, headers, state, sort_tag, to_host, data_key, parent_id, bound_to_data, created_at, updated_at)
+			VALUES (?, ?, ?, (SELECT coalesce(max(seq) + 1, 0) FROM tasks WHERE module_id = ? AND body = ?), ?, 'ready', ?, ?, ?, ?, ?, ?, ?)`,
+			appID, moduleID, msg.Body, moduleID, msg.Body, hj, sortTag, toHost, dataKey, m.parent(), m.boundFlag(), now, now)
 		if err == nil {
 			tx.moved(moduleID, "", dataflow.TaskReady, 1)
 		}
 		return err == nil, err
 	}
-	res, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
-		VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?) ON CONFLICT (module_id, body, seq) DO NOTHING`,
-		appID, moduleID, msg.Body, hj, sortTag, toHost, dataKey, now, now)
+	res, err := tx.Exec(`INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, parent_id, bound_to_data, created_at, updated_at)
+		VALUES (?, ?, ?, ?, 'ready', ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (module_id, body, seq) DO NOTHING`,
+		appID, moduleID, msg.Body, hj, sortTag, toHost, dataKey, m.parent(), m.boundFlag(), now, now)
 	if err != nil {
 		return false, err
 	}
@@ -52,11 +53,11 @@ func insertSpecial(tx *wtx, appID, moduleID int64, msg dataflow.Message, dataKey
 	}
 	// OVERWRITE: new headers for the next attempt; an ended task runs again
 	// with fresh retry counts. A task being run keeps its current attempt.
-	_, err = tx.updateStates(`UPDATE tasks SET headers = ?, sort_tag = ?, to_host = ?, data_key = ?, updated_at = ?, prev_state = state,
+	_, err = tx.updateStates(`UPDATE tasks SET headers = ?, sort_tag = ?, to_host = ?, data_key = ?, parent_id = ?, bound_to_data = ?, updated_at = ?, prev_state = state,
 			state = CASE WHEN state IN ('succeeded','failed','cancelled') THEN 'ready' ELSE state END,
 			exit_code = CASE WHEN state IN ('succeeded','failed','cancelled') THEN NULL ELSE exit_code END,
 			fail_counts = CASE WHEN state IN ('succeeded','failed','cancelled') THEN '{}' ELSE fail_counts END
-		WHERE module_id = ? AND body = ? AND seq = 0`, hj, sortTag, toHost, dataKey, now, moduleID, msg.Body)
+		WHERE module_id = ? AND body = ? AND seq = 0`, hj, sortTag, toHost, dataKey, m.parent(), m.boundFlag(), now, moduleID, msg.Body)
 	if err != nil {
 		return false, err
 	}
@@ -77,6 +78,16 @@ func (b *Broker) insertTasks(tx *wtx, msgs []resolved, now int64) (int, error) {
 		if m.Body == "" {
 			return n, fmt.Errorf("module %q: empty task body", m.Module)
 		}
+		if b.holding[m.appID] {
+			released, err := b.releaseHeld(tx, m, now)
+			if err != nil {
+				return n, err
+			}
+			if released {
+				n++
+				continue
+			}
+		}
 		h := m.Headers
 		if strings.EqualFold(h[dataflow.HeaderRepeatable], "yes") || strings.EqualFold(h[dataflow.HeaderConflictAction], "OVERWRITE") {
 			ok, err := b.insertSpecial(tx, m, now)
@@ -91,13 +102,14 @@ func (b *Broker) insertTasks(tx *wtx, msgs []resolved, now int64) (int, error) {
 		if plain[m.moduleID] == nil {
 			modules = append(modules, m.moduleID)
 		}
-		plain[m.moduleID] = append(plain[m.moduleID], []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], dataKey(m), now, now})
+		plain[m.moduleID] = append(plain[m.moduleID], []any{m.appID, m.moduleID, m.Body, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], dataKey(m),
+			m.parent(), m.boundFlag(), now, now})
 		b.markReady(m.moduleID)
 	}
 	for _, module := range modules {
-		k, err := bulkExec(tx, `INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, created_at, updated_at)
-			SELECT column1, column2, column3, column4, 'ready', column5, column6, column7, column8, column9 FROM (`,
-			`) WHERE true ON CONFLICT (module_id, body, seq) DO NOTHING`, 9, plain[module])
+		k, err := bulkExec(tx, `INSERT INTO tasks (app_id, module_id, body, headers, state, sort_tag, to_host, data_key, parent_id, bound_to_data, created_at, updated_at)
+			SELECT column1, column2, column3, column4, 'ready', column5, column6, column7, column8, column9, column10, column11 FROM (`,
+			`) WHERE true ON CONFLICT (module_id, body, seq) DO NOTHING`, 11, plain[module])
 		if err != nil {
 			return n, err
 		}

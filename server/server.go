@@ -36,6 +36,10 @@ type Options struct {
 	LeaseTTL time.Duration
 	// Heartbeat is how often pilots are asked to beat.
 	Heartbeat time.Duration
+	// ReproduceAfter is how long a node may have no active pilot of an
+	// app before the input it held for that app's waiting tasks is
+	// produced again elsewhere (broker.Reproduce); 0 never.
+	ReproduceAfter time.Duration
 	// Synchronous is the broker's SQLite synchronous mode.
 	Synchronous string
 	// Version is reported by GET /v1/version.
@@ -386,6 +390,7 @@ func (s *Server) background(ctx context.Context) {
 			if n, err := s.broker.MarkLostPilots(ctx, 3*s.opts.Heartbeat+s.opts.LeaseTTL/2); err == nil && n > 0 {
 				s.log.Warn("pilots stopped reporting", "pilots", n)
 			}
+			s.reproduce(ctx)
 		case <-finish.C:
 			s.finishQuiescent(ctx)
 		case <-s.kick:
@@ -407,6 +412,26 @@ func (s *Server) rescue(ctx context.Context) {
 	}
 	if rr.Expired > 0 {
 		s.log.Warn("leases expired; tasks returned through retry rules", "tasks", rr.Expired)
+		s.kickFinisher()
+	}
+}
+
+// reproduce re-runs the producers of input lost with a node.
+func (s *Server) reproduce(ctx context.Context) {
+	if s.opts.ReproduceAfter <= 0 {
+		return
+	}
+	rr, err := s.broker.Reproduce(ctx, s.opts.ReproduceAfter)
+	if err != nil && ctx.Err() == nil {
+		s.log.Error("reproduce", "err", err)
+	}
+	if rr.Held > 0 || rr.Rerun > 0 {
+		s.log.Warn("input on lost nodes: producers run again", "nodes", rr.Hosts, "held", rr.Held, "rerun", rr.Rerun)
+	}
+	for _, o := range rr.Orphans {
+		s.log.Error("task cancelled", "reason", o)
+	}
+	if len(rr.Orphans) > 0 {
 		s.kickFinisher()
 	}
 }

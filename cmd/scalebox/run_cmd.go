@@ -39,6 +39,7 @@ message line each. Exits 0 only if the app FINISHED.`,
 			&cli.DurationFlag{Name: "timeout", Usage: "cancel the app if it runs longer (0: no limit)"},
 			&cli.StringFlag{Name: "synchronous", Value: "FULL", Usage: "SQLite synchronous mode of the embedded server (FULL or NORMAL)"},
 			&cli.DurationFlag{Name: "lease-ttl", Value: 30 * time.Second, Usage: "embedded server: how long a lease survives without a heartbeat"},
+			reproduceFlag,
 			&cli.StringFlag{Name: "cluster", Usage: "run the app's pools as Slurm pilot jobs on this cluster (defined in app.yaml or ~/.scalebox/clusters.yaml); the router stays on this host"},
 			&cli.StringFlag{Name: "listen", Value: ":0", Usage: "with --cluster: TCP address pilots connect to (TLS)"},
 			&cli.StringFlag{Name: "advertise", Usage: "with --cluster: https URL pilots use to reach this head (default https://HOSTNAME:PORT)"},
@@ -102,7 +103,7 @@ func runAction(c *cli.Context) error {
 		pilots = &local.BatchSystem{Binary: self, LogDir: filepath.Join(stateDir, "pilots"),
 			Args: []string{"--log-level", c.String("log-level")}}
 		opts := server.Options{StateDir: stateDir, Synchronous: c.String("synchronous"), Version: version,
-			LeaseTTL: c.Duration("lease-ttl"), Listen: listen, Advertise: c.String("advertise"),
+			LeaseTTL: c.Duration("lease-ttl"), ReproduceAfter: c.Duration("reproduce-after"), Listen: listen, Advertise: c.String("advertise"),
 			Log: slog.Default().With("component", "server")}
 		if slurmFor != nil {
 			opts.Slurm, opts.HeadPilots = slurmFor, pilots

@@ -17,6 +17,10 @@ import (
 	"github.com/scalebox-hpc/scalebox/server"
 )
 
+// reproduceFlag sets server.Options.ReproduceAfter.
+var reproduceFlag = &cli.DurationFlag{Name: "reproduce-after", Value: 10 * time.Minute,
+	Usage: "when a node has had no active pilot of an app this long, run again the tasks that produced the node-local input its waiting tasks need (0: never)"}
+
 func serverCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "server",
@@ -27,6 +31,7 @@ node's local disk: SQLite's WAL does not work on NFS, Lustre or GPFS.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "listen", Value: "127.0.0.1:8650", Usage: "TCP address for pilots on other nodes (\"\" for none)"},
 			&cli.DurationFlag{Name: "lease-ttl", Value: 30 * time.Second, Usage: "how long a lease survives without a heartbeat"},
+			reproduceFlag,
 			&cli.StringFlag{Name: "advertise", Usage: "https URL Slurm pilots use to reach this server (default https://HOSTNAME:PORT of --listen)"},
 			&cli.BoolFlag{Name: "no-slurm", Usage: "do not submit pilot jobs for apps' pools (pilots are started by hand)"},
 			&cli.StringFlag{Name: "synchronous", Value: "FULL", Usage: "SQLite synchronous mode: FULL (no commit lost on power loss) or NORMAL (faster; a power loss may lose the last commits, a crash never does)"},
@@ -39,7 +44,7 @@ node's local disk: SQLite's WAL does not work on NFS, Lustre or GPFS.`,
 			defer stop()
 			stateDir := c.String("state-dir")
 			opts := server.Options{StateDir: stateDir, Listen: c.String("listen"), Advertise: c.String("advertise"),
-				LeaseTTL: c.Duration("lease-ttl"), Synchronous: c.String("synchronous"), Version: version, Log: slog.Default()}
+				LeaseTTL: c.Duration("lease-ttl"), ReproduceAfter: c.Duration("reproduce-after"), Synchronous: c.String("synchronous"), Version: version, Log: slog.Default()}
 			if !c.Bool("no-slurm") {
 				self, err := os.Executable()
 				if err != nil {

@@ -1,0 +1,248 @@
+package broker
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/scalebox-hpc/scalebox/dataflow"
+)
+
+// Re-producing node-local data. A task the head bound to its sender's
+// node (the sender's output is on that node's local: or mem: tier, or the
+// module is HOST-BOUND) can run nowhere else. When that node is lost —
+// no pilot of the app has been active on it for a while — waiting would
+// never end, so the head walks the task's lineage up to the first
+// ancestor whose own input is not on that node and runs that ancestor
+// again; the tasks in between are held ('initial', lost_host set) and
+// each is released, bound to the node that produced it anew, when its
+// parent emits its body again. The work runs twice; each task's messages
+// still exist once (the held task is the one released). What a re-run
+// ancestor changed outside its messages (a semaphore, a file on the shared
+// filesystem) it changes again, as a retry would.
+
+// ReproduceResult counts what one Reproduce pass did.
+type ReproduceResult struct {
+	Hosts int // lost nodes that held the input of waiting tasks
+	Held  int // tasks held until their input is produced again
+	Rerun int // ancestors made ready to produce it
+	// Orphans are the tasks cancelled because their lineage cannot be
+	// run again, each with the reason.
+	Orphans []string
+}
+
+// maxLineage bounds a walk up a task's ancestors.
+const maxLineage = 1000
+
+// Reproduce handles the tasks bound to nodes on which no pilot of their
+// app has been active for lostFor (and at least one was once).
+func (b *Broker) Reproduce(ctx context.Context, lostFor time.Duration) (ReproduceResult, error) {
+	var rr ReproduceResult
+	err := b.writeReady(ctx, func(tx *wtx) error {
+		rr = ReproduceResult{}
+		now := b.now()
+		hosts, err := lostHosts(tx, ms(now.Add(-lostFor)))
+		if err != nil {
+			return err
+		}
+		for _, h := range hosts {
+			ids, err := queryIDs(tx, boundWaiting, h.app, h.host)
+			if err != nil {
+				return err
+			}
+			if len(ids) > 0 {
+				rr.Hosts++
+			}
+			for _, id := range ids {
+				if err := b.reproduce(tx, id, h.host, ms(now), &rr); err != nil {
+					return fmt.Errorf("task %d: %w", id, err)
+				}
+			}
+		}
+		clear(b.holding)
+		return loadHolding(ctx, tx, b.holding)
+	})
+	if err != nil {
+		return rr, fmt.Errorf("reproduce lost node data: %w", err)
+	}
+	return rr, nil
+}
+
+// boundWaiting selects tasks waiting for a node (tasks_bound).
+const boundWaiting = `SELECT id FROM tasks WHERE app_id = ? AND to_host = ? AND bound_to_data = 1 AND state IN ('ready', 'retrying') LIMIT 1000`
+
+// releaseHeldSQL finds a held task by its module and body (the unique
+// index) and gives it the new emission's headers and node.
+const releaseHeldSQL = `UPDATE tasks SET prev_state = state, state = 'ready', lost_host = '', headers = ?, sort_tag = ?, to_host = ?, data_key = ?,
+	parent_id = ?, bound_to_data = ?, available_at = 0, updated_at = ? WHERE module_id = ? AND body = ? AND state = 'initial' AND lost_host <> ''`
+
+type appHost struct {
+	app  int64
+	host string
+}
+
+// lostHosts lists the (app, host) pairs of running apps with no active
+// pilot on the host and none seen there since cutoff.
+func lostHosts(tx *wtx, cutoff int64) ([]appHost, error) {
+	rows, err := tx.Query(`SELECT p.app_id, p.host FROM pilots p JOIN apps a ON a.id = p.app_id AND a.status = 'RUNNING'
+		GROUP BY p.app_id, p.host HAVING sum(p.state = 'active') = 0 AND max(p.last_seen) < ?`, cutoff)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []appHost
+	for rows.Next() {
+		var h appHost
+		if err := rows.Scan(&h.app, &h.host); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// lineageRow is what the walk needs of a task.
+type lineageRow struct {
+	id, moduleID int64
+	state        dataflow.TaskState
+	parent       sql.NullInt64
+	bound        bool
+	toHost       string
+	lostHost     string
+}
+
+func readLineage(tx *wtx, id int64) (lineageRow, error) {
+	r := lineageRow{id: id}
+	err := tx.QueryRow(`SELECT module_id, state, parent_id, bound_to_data, to_host, lost_host FROM tasks WHERE id = ?`, id).
+		Scan(&r.moduleID, &r.state, &r.parent, &r.bound, &r.toHost, &r.lostHost)
+	return r, err
+}
+
+// reproduce holds task id, whose input was on host, and its ancestors up
+// to one that can run elsewhere, which it makes ready.
+func (b *Broker) reproduce(tx *wtx, id int64, host string, now int64, rr *ReproduceResult) error {
+	t, err := readLineage(tx, id)
+	if err != nil {
+		return err
+	}
+	if !t.parent.Valid {
+		return nil // stored before lineage was recorded: it keeps waiting
+	}
+	var chain []lineageRow // held, child first
+	for depth := 0; ; depth++ {
+		chain = append(chain, t)
+		if depth >= maxLineage {
+			return b.orphan(tx, chain, host, now, rr, "its lineage is deeper than the head follows")
+		}
+		if !t.parent.Valid {
+			return b.orphan(tx, chain, host, now, rr, "an ancestor has no recorded parent")
+		}
+		p, err := readLineage(tx, t.parent.Int64)
+		if errors.Is(err, sql.ErrNoRows) {
+			return b.orphan(tx, chain, host, now, rr, "its parent task is gone")
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case p.state == dataflow.TaskSucceeded && p.bound && p.toHost == host:
+			// Its own input was on the lost node too: produce that first.
+			t = p
+			continue
+		case p.state == dataflow.TaskSucceeded:
+			if err := hold(tx, chain, host, now); err != nil {
+				return err
+			}
+			rr.Held += len(chain)
+			if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'ready', exit_code = NULL, fail_counts = '{}', available_at = 0,
+				updated_at = ? WHERE id = ? AND state = 'succeeded'`, now, p.id); err != nil {
+				return err
+			}
+			b.markReady(p.moduleID)
+			rr.Rerun++
+			return nil
+		case p.state == dataflow.TaskFailed || p.state == dataflow.TaskCancelled:
+			return b.orphan(tx, chain, host, now, rr, "its producer "+string(p.state))
+		default:
+			// The producer is already running again or waiting to (a
+			// sibling's walk got there first): its emission releases
+			// this chain too.
+			if err := hold(tx, chain, host, now); err != nil {
+				return err
+			}
+			rr.Held += len(chain)
+			return nil
+		}
+	}
+}
+
+// hold moves tasks (ready, retrying or succeeded) to 'initial' with
+// lost_host set, through 'ready', the one way the state machine allows.
+func hold(tx *wtx, chain []lineageRow, host string, now int64) error {
+	for _, t := range chain {
+		if t.state != dataflow.TaskReady {
+			if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'ready', updated_at = ? WHERE id = ? AND state IN ('retrying', 'succeeded')`,
+				now, t.id); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'initial', lost_host = ?, updated_at = ? WHERE id = ? AND state = 'ready'`,
+			host, now, t.id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// orphan cancels the first task of a chain whose input cannot be made
+// again (the reason goes into the result); the ancestors walked stay as
+// they were.
+func (b *Broker) orphan(tx *wtx, chain []lineageRow, host string, now int64, rr *ReproduceResult, why string) error {
+	t := chain[0]
+	if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('ready', 'retrying')`,
+		now, t.id); err != nil {
+		return err
+	}
+	rr.Orphans = append(rr.Orphans, fmt.Sprintf("task %d: its input was on %s and cannot be produced again: %s", t.id, host, why))
+	return nil
+}
+
+// releaseHeld gives a held task of m's module and body m's headers and
+// makes it ready: its input exists again, where m's sender put it. It
+// reports false when no such task waits.
+func (b *Broker) releaseHeld(tx *wtx, m resolved, now int64) (bool, error) {
+	h := m.Headers
+	n, err := tx.updateStates(releaseHeldSQL, h.JSON(), h[dataflow.HeaderSortTag], h[dataflow.HeaderToHost], dataKey(m), m.parent(), m.boundFlag(), now, m.moduleID, m.Body)
+	if err != nil {
+		return false, err
+	}
+	if n > 0 {
+		b.markReady(m.moduleID)
+	}
+	return n > 0, nil
+}
+
+// querier is what loadHolding reads through: the reader pool at open, the
+// writer's transaction after a pass.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// loadHolding marks the apps with held tasks.
+func loadHolding(ctx context.Context, q querier, into map[int64]bool) error {
+	rows, err := q.QueryContext(ctx, `SELECT DISTINCT app_id FROM tasks WHERE state = 'initial' AND lost_host <> ''`)
+	if err != nil {
+		return fmt.Errorf("held tasks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		into[id] = true
+	}
+	return rows.Err()
+}
