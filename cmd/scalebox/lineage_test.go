@@ -1,0 +1,116 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A node that held the node-local input of waiting tasks is lost (its
+// pilot killed, no pilot comes back there): after --reproduce-after the
+// head runs the producers again on the node that is left, and each
+// waiting task then runs there on the copy that node made. Real server,
+// real pilot processes as two nodes (each its own local: tier), real
+// files.
+func TestLostNodeDataProducedAgain(t *testing.T) {
+	const n = 12
+	starts := make([]string, n)
+	for i := range starts {
+		starts[i] = fmt.Sprintf("d%02d", i)
+	}
+	dir := writeFiles(t, map[string]string{
+		"start.txt": strings.Join(starts, "\n") + "\n",
+		// use has slots only on n2: while n1 lives, its data waits there.
+		"app.yaml": `name: lineage
+modules:
+  make:
+    base_image: host
+    arguments: {code_path: ./make}
+    parameters: {start_task: "FILE:start.txt"}
+    stage_out: ["out.dat -> local:lin/{body}"]
+    sink_modules: use
+  use:
+    base_image: host
+    arguments: {code_path: ./use}
+    stage_in: ["local:lin/{body} -> in.dat"]
+    slots: "n2:1"
+`,
+		"make/run.sh": "#!/bin/sh\nset -eu\necho \"$1 $HOST_NAME\" > \"$WORK_DIR/out.dat\"\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n",
+		// The input must be the copy this node made for this body.
+		"use/run.sh": "#!/bin/sh\nset -eu\n[ \"$(cat \"$WORK_DIR/in.dat\")\" = \"$1 $HOST_NAME\" ] || { echo \"in.dat: $(cat \"$WORK_DIR/in.dat\") on $HOST_NAME\" >&2; exit 3; }\n",
+	})
+	state := stateDir(t)
+	startServer(t, state, "--listen", "", "--no-slurm", "--lease-ttl", "3s", "--reproduce-after", "2s")
+	if r := sb(t, time.Minute, "--state-dir", state, "app", "create", dir); r.code != 0 {
+		t.Fatalf("app create: %s", r.stderr)
+	}
+	tmp := t.TempDir() // both nodes' local: tiers, under their names
+	pilot := func(host string) *exec.Cmd {
+		logf, err := os.Create(filepath.Join(state, "pilot-"+host+".log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { logf.Close() })
+		p := exec.Command(daemons, "--server", "unix://"+filepath.Join(state, "scalebox.sock"), "pilot", "--app", "1",
+			"--host-name", host, "--work-root", filepath.Join(state, "w-"+host))
+		p.Env = append(os.Environ(), "TMPDIR="+tmp)
+		p.Stdout, p.Stderr = logf, logf
+		if err := p.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Process.Kill(); p.Wait() })
+		return p
+	}
+	db := openDB(t, state)
+	logs := func() {
+		for _, name := range []string{"pilot-n1.log", "pilot-n2.log", "server-test.log"} {
+			b, _ := os.ReadFile(filepath.Join(state, name))
+			if len(b) > 4000 {
+				b = b[len(b)-4000:]
+			}
+			t.Logf("%s (tail):\n%s", name, b)
+		}
+	}
+	n1 := pilot("n1")
+	waitCount(t, db, "SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'make' AND t.state = 'succeeded'",
+		n, time.Minute, "n1 did not make every input")
+	if got := queryInt(t, db, "SELECT count(*) FROM tasks WHERE to_host = 'n1' AND bound_to_data = 1 AND state = 'ready'"); got != n {
+		t.Fatalf("%d use tasks wait for n1, want %d", got, n)
+	}
+	n1.Process.Signal(syscall.SIGKILL)
+	n1.Wait()
+	pilot("n2")
+	if r := sb(t, 2*time.Minute, "--state-dir", state, "app", "wait", "1", "--timeout", "90s"); r.code != 0 {
+		logs()
+		t.Fatalf("app wait: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	checks := []struct {
+		what string
+		q    string
+		want int
+	}{
+		{"app finished", "SELECT count(*) FROM apps WHERE status = 'FINISHED'", 1},
+		{"tasks (every message once)", "SELECT count(*) FROM tasks", 2 * n},
+		{"use tasks with exactly one successful exec, on n2", `SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'use'
+			AND (SELECT count(*) FROM task_execs e WHERE e.task_id = t.id AND e.exit_code = 0 AND e.host = 'n2') = 1
+			AND (SELECT count(*) FROM task_execs e WHERE e.task_id = t.id AND e.exit_code = 0) = 1`, n},
+		{"make tasks run again on n2 after n1's", `SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'make'
+			AND (SELECT count(*) FROM task_execs e WHERE e.task_id = t.id AND e.exit_code = 0 AND e.host = 'n1') = 1
+			AND (SELECT count(*) FROM task_execs e WHERE e.task_id = t.id AND e.exit_code = 0 AND e.host = 'n2') = 1`, n},
+		{"failed attempts", "SELECT count(*) FROM task_execs WHERE exit_code <> 0", 0},
+		{"tasks still held", "SELECT count(*) FROM tasks WHERE lost_host <> ''", 0},
+	}
+	for _, c := range checks {
+		if got := queryInt(t, db, c.q); got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, got, c.want)
+		}
+	}
+	if t.Failed() {
+		logs()
+	}
+}
