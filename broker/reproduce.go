@@ -31,6 +31,11 @@ type ReproduceResult struct {
 	// Orphans are the tasks cancelled because their lineage cannot be
 	// run again, each with the reason.
 	Orphans []string
+	// Batched counts tasks left waiting because a producer in their
+	// lineage runs in batches (task_batch_size > 1): its messages ride on
+	// a batch's first task, so re-running the one recorded as the parent
+	// would not make the rest of that batch's outputs again.
+	Batched int
 }
 
 // maxLineage bounds a walk up a task's ancestors.
@@ -145,6 +150,10 @@ func (b *Broker) reproduce(tx *wtx, id int64, host string, now int64, rr *Reprod
 		}
 		if err != nil {
 			return err
+		}
+		if m := b.module(p.moduleID); m != nil && m.def.TaskBatchSize > 1 {
+			rr.Batched++
+			return nil
 		}
 		switch {
 		case p.state == dataflow.TaskSucceeded && p.bound && p.toHost == host:

@@ -238,3 +238,33 @@ func TestHeldTaskReleasedAfterARestart(t *testing.T) {
 	}
 	countsConsistent(t, b)
 }
+
+// A producer that runs in batches is not re-run for one waiting task:
+// the task keeps waiting for its node, and the pass says how many do.
+func TestLostNodeInputOfABatchProducerWaits(t *testing.T) {
+	ctx := context.Background()
+	b, clk := openTest(t)
+	app, err := b.CreateApp(ctx, &dataflow.App{Name: "batched", Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
+		Modules: []*dataflow.Module{
+			{Name: "a", BaseImage: "host", TaskBatchSize: 2, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
+			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
+		}}, []dataflow.Message{{Body: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
+	l := leaseOne(t, b, app, p1, "a")
+	if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
+		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	b.PilotLeft(ctx, p1)
+	clk.t = clk.t.Add(time.Hour)
+	rr, err := b.Reproduce(ctx, time.Minute)
+	if err != nil || rr.Batched != 1 || rr.Held+rr.Rerun+len(rr.Orphans) != 0 {
+		t.Fatalf("reproduce: %+v, %v; want one task left waiting", rr, err)
+	}
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE to_host = 'h1' AND state = 'ready'"); n != 1 {
+		t.Error("the waiting task did not stay ready for h1")
+	}
+}

@@ -76,6 +76,8 @@ type Server struct {
 	pin    string // the certificate's SHA-256
 
 	pilots sync.Map // pilot id -> *dataflow.PilotInfo
+	// batchedWaiting is the last pass's Batched count (background only).
+	batchedWaiting int
 
 	pm    poolManager
 	drain drainState
@@ -430,6 +432,13 @@ func (s *Server) reproduce(ctx context.Context) {
 	}
 	for _, o := range rr.Orphans {
 		s.log.Error("task cancelled", "reason", o)
+	}
+	if rr.Batched != s.batchedWaiting {
+		// Said when the number changes, not every pass.
+		s.batchedWaiting = rr.Batched
+		if rr.Batched > 0 {
+			s.log.Warn("tasks wait for a lost node: their producer runs in batches (task_batch_size > 1) and is not run again", "tasks", rr.Batched)
+		}
 	}
 	if len(rr.Orphans) > 0 {
 		s.kickFinisher()
