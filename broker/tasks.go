@@ -166,7 +166,7 @@ type TaskFilter struct {
 
 // Tasks lists an app's tasks by id.
 func (b *Broker) Tasks(ctx context.Context, appID int64, f TaskFilter) ([]dataflow.TaskInfo, error) {
-	q := `SELECT t.id, t.app_id, m.name, t.body, t.headers, t.state, t.attempts, t.exit_code, t.created_at, t.updated_at
+	q := `SELECT t.id, t.app_id, m.name, t.body, t.headers, t.state, t.attempts, t.exit_code, t.created_at, t.updated_at, t.parent_id, t.lost_host
 		FROM tasks t JOIN modules m ON m.id = t.module_id WHERE t.app_id = ? AND t.id > ?`
 	args := []any{appID, f.After}
 	if f.Module != "" {
@@ -204,9 +204,11 @@ func scanTask(s scanner) (dataflow.TaskInfo, error) {
 	var headers string
 	var exit sql.NullInt64
 	var created, updated int64
-	if err := s.Scan(&t.ID, &t.AppID, &t.Module, &t.Body, &headers, &t.State, &t.Attempts, &exit, &created, &updated); err != nil {
+	var parent sql.NullInt64
+	if err := s.Scan(&t.ID, &t.AppID, &t.Module, &t.Body, &headers, &t.State, &t.Attempts, &exit, &created, &updated, &parent, &t.LostHost); err != nil {
 		return t, err
 	}
+	t.ParentID = parent.Int64
 	t.Headers, _ = dataflow.ParseHeaders(headers)
 	if exit.Valid {
 		c := int(exit.Int64)
@@ -218,7 +220,7 @@ func scanTask(s scanner) (dataflow.TaskInfo, error) {
 
 // Task returns one task with its exec history.
 func (b *Broker) Task(ctx context.Context, taskID int64) (*dataflow.TaskInfo, error) {
-	row := b.r.QueryRowContext(ctx, `SELECT t.id, t.app_id, m.name, t.body, t.headers, t.state, t.attempts, t.exit_code, t.created_at, t.updated_at
+	row := b.r.QueryRowContext(ctx, `SELECT t.id, t.app_id, m.name, t.body, t.headers, t.state, t.attempts, t.exit_code, t.created_at, t.updated_at, t.parent_id, t.lost_host
 		FROM tasks t JOIN modules m ON m.id = t.module_id WHERE t.id = ?`, taskID)
 	t, err := scanTask(row)
 	if errors.Is(err, sql.ErrNoRows) {

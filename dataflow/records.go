@@ -142,7 +142,13 @@ type TaskInfo struct {
 	ExitCode  *int      `json:"exit_code,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
-	Execs     []Exec    `json:"execs,omitempty"`
+	// ParentID is the task whose success emitted this one (0: a start
+	// task or `task add`).
+	ParentID int64 `json:"parent_id,omitempty"`
+	// LostHost is set while the task is held because its input was on
+	// that lost node and is being made again.
+	LostHost string `json:"lost_host,omitempty"`
+	Execs    []Exec `json:"execs,omitempty"`
 }
 
 // ModuleCounts are a module's task counts by state.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -109,6 +110,16 @@ modules:
 		if got := queryInt(t, db, c.q); got != c.want {
 			t.Errorf("%s: %d, want %d", c.what, got, c.want)
 		}
+	}
+	// task show names the producer.
+	use := queryInt(t, db, "SELECT t.id FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'use' AND t.body = 'd03'")
+	producer := queryInt(t, db, "SELECT t.id FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'make' AND t.body = 'd03'")
+	r := sb(t, time.Minute, "--state-dir", state, "task", "show", fmt.Sprint(use), "--json")
+	var shown struct {
+		ParentID int64 `json:"parent_id"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &shown); err != nil || shown.ParentID != int64(producer) {
+		t.Errorf("task show --json of use(d03): parent %d (%v), want make(d03) = %d\n%s", shown.ParentID, err, producer, r.stdout)
 	}
 	if t.Failed() {
 		logs()

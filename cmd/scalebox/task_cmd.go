@@ -175,6 +175,12 @@ func printTask(c *cli.Context, t *dataflow.TaskInfo) {
 	w := c.App.Writer
 	fmt.Fprintf(w, "task %d  app %d  module %s  state %s  attempts %d\n", t.ID, t.AppID, t.Module, t.State, t.Attempts)
 	fmt.Fprintf(w, "body: %s\nheaders: %s\n", t.Body, t.Headers.JSON())
+	if t.ParentID != 0 {
+		fmt.Fprintf(w, "emitted by task %d\n", t.ParentID)
+	}
+	if t.LostHost != "" {
+		fmt.Fprintf(w, "held: its input was on %s, which was lost; it runs when its producer has made the input again\n", t.LostHost)
+	}
 	for _, e := range t.Execs {
 		fmt.Fprintf(w, "\nattempt %d: exit %d on %s slot %s", e.Attempt, e.ExitCode, e.Host, e.Slot)
 		if e.StartedAt != nil {
