@@ -105,6 +105,9 @@ func TestLineageAndQuietCompletionPlans(t *testing.T) {
 	if plan := queryPlan(t, b, releaseHeldSQL, "{}", "", "", "", nil, 0, 1, 1, "x"); contains(plan, "SCAN tasks") {
 		t.Errorf("release plan scans tasks:\n%s", plan)
 	}
+	if plan := queryPlan(t, b, heldOrphans); contains(plan, "SCAN c\n") || contains(plan, "SCAN p") {
+		t.Errorf("held-orphan plan scans tasks:\n%s", plan)
+	}
 	if plan := queryPlan(t, b, succeedReturning, 1, "[[1,1]]", 1); contains(plan, "SCAN tasks") || !contains(plan, "INTEGER PRIMARY KEY") {
 		t.Errorf("quiet completion plan:\n%s", plan)
 	}

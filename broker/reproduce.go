@@ -66,6 +66,9 @@ func (b *Broker) Reproduce(ctx context.Context, lostFor time.Duration) (Reproduc
 				}
 			}
 		}
+		if err := b.sweepHeld(tx, ms(now), &rr); err != nil {
+			return err
+		}
 		clear(b.holding)
 		return loadHolding(ctx, tx, b.holding)
 	})
@@ -215,6 +218,50 @@ func (b *Broker) orphan(tx *wtx, chain []lineageRow, host string, now int64, rr 
 		return err
 	}
 	rr.Orphans = append(rr.Orphans, fmt.Sprintf("task %d: its input was on %s and cannot be produced again: %s", t.id, host, why))
+	return nil
+}
+
+// heldOrphans finds held tasks that nothing will release: their parent
+// ended (a held task's parent is never left succeeded when it is held,
+// and a success that emits the body releases the child in its own
+// commit, so a held child of a succeeded parent was not emitted again).
+const heldOrphans = `SELECT c.id, p.id, p.state FROM tasks c JOIN tasks p ON p.id = c.parent_id
+	WHERE c.state = 'initial' AND c.lost_host <> '' AND p.state IN ('succeeded', 'failed', 'cancelled') LIMIT 1000`
+
+// sweepHeld cancels held tasks whose producer ended without making
+// their input again, down their held descendants.
+func (b *Broker) sweepHeld(tx *wtx, now int64, rr *ReproduceResult) error {
+	for range maxLineage {
+		rows, err := tx.Query(heldOrphans)
+		if err != nil {
+			return err
+		}
+		type orphan struct {
+			id, parent int64
+			state      string
+		}
+		var found []orphan
+		for rows.Next() {
+			var o orphan
+			if err := rows.Scan(&o.id, &o.parent, &o.state); err != nil {
+				rows.Close()
+				return err
+			}
+			found = append(found, o)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil || len(found) == 0 {
+			return err
+		}
+		for _, o := range found {
+			if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'cancelled', updated_at = ? WHERE id = ? AND state = 'initial'`,
+				now, o.id); err != nil {
+				return err
+			}
+			why := fmt.Sprintf("task %d: held for input lost with its node, and its producer (task %d) ended %s without making it again", o.id, o.parent, o.state)
+			rr.Orphans = append(rr.Orphans, why)
+		}
+	}
 	return nil
 }
 

@@ -268,3 +268,41 @@ func TestLostNodeInputOfABatchProducerWaits(t *testing.T) {
 		t.Error("the waiting task did not stay ready for h1")
 	}
 }
+
+// A held task whose producer ran again without emitting it (or failed)
+// is cancelled on the next pass instead of holding the app forever.
+func TestHeldTaskNotEmittedAgainIsCancelled(t *testing.T) {
+	ctx := context.Background()
+	b, clk := openTest(t)
+	app, err := b.CreateApp(ctx, &dataflow.App{Name: "fickle", Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
+		Modules: []*dataflow.Module{
+			{Name: "a", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
+			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
+		}}, []dataflow.Message{{Body: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
+	l := leaseOne(t, b, app, p1, "a")
+	if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
+		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	b.PilotLeft(ctx, p1)
+	clk.t = clk.t.Add(time.Hour)
+	if rr, err := b.Reproduce(ctx, time.Minute); err != nil || rr.Held != 1 || rr.Rerun != 1 {
+		t.Fatalf("reproduce: %+v, %v", rr, err)
+	}
+	p2, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h2"})
+	l = leaseOne(t, b, app, p2, "a")
+	if _, err := b.Complete(ctx, Report{PilotID: p2, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h2"}}}); err != nil {
+		t.Fatal(err)
+	}
+	rr, err := b.Reproduce(ctx, time.Minute)
+	if err != nil || len(rr.Orphans) != 1 {
+		t.Fatalf("pass after a(x) emitted nothing: %+v, %v; want b(x) cancelled", rr, err)
+	}
+	if st, err := b.FinishIfQuiescent(ctx, app); err != nil || st == "" {
+		t.Fatalf("app still running (%q, %v) after its held task was cancelled", st, err)
+	}
+}
