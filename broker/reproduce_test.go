@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"database/sql"
 	"path/filepath"
 	"testing"
 	"time"
@@ -304,5 +305,62 @@ func TestHeldTaskNotEmittedAgainIsCancelled(t *testing.T) {
 	}
 	if st, err := b.FinishIfQuiescent(ctx, app); err != nil || st == "" {
 		t.Fatalf("app still running (%q, %v) after its held task was cancelled", st, err)
+	}
+}
+
+// A database made before lineage (schema 6) opens, gains the columns with
+// its tasks kept, and its waiting tasks, which have no recorded parent,
+// keep waiting rather than being re-produced.
+func TestLineageMigrationKeepsOlderTasks(t *testing.T) {
+	ctx := context.Background()
+	clk := &clock{t: time.Unix(1_700_000_000, 0)}
+	path := filepath.Join(t.TempDir(), "s.db")
+	b, err := Open(ctx, path, Options{Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := b.CreateApp(ctx, &dataflow.App{Name: "old", Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
+		Modules: []*dataflow.Module{
+			{Name: "a", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
+			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
+		}}, []dataflow.Message{{Body: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
+	l := leaseOne(t, b, app, p1, "a")
+	if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
+		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	b.PilotLeft(ctx, p1)
+	b.Close()
+	// Back to schema 6: what a database of the previous release holds.
+	db, err := sql.Open("sqlite3", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{"DROP INDEX tasks_bound", "ALTER TABLE tasks DROP COLUMN lost_host", "ALTER TABLE tasks DROP COLUMN bound_to_data",
+		"ALTER TABLE tasks DROP COLUMN parent_id", "PRAGMA user_version = 6"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	db.Close()
+	if b, err = Open(ctx, path, Options{Now: clk.now}); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE parent_id IS NULL AND bound_to_data = 0 AND lost_host = ''"); n != 2 {
+		t.Fatalf("%d of the 2 older tasks read back with empty lineage", n)
+	}
+	// Bound by the old head (to_host set, bound_to_data unknown = 0): not
+	// the head's to re-produce, and nothing fails.
+	clk.t = clk.t.Add(time.Hour)
+	if rr, err := b.Reproduce(ctx, time.Minute); err != nil || rr.Held+rr.Rerun+len(rr.Orphans) != 0 {
+		t.Fatalf("reproduce on the migrated database: %+v, %v", rr, err)
+	}
+	if n := count(t, b, "SELECT count(*) FROM tasks WHERE to_host = 'h1' AND state = 'ready'"); n != 1 {
+		t.Error("the older bound task did not keep waiting")
 	}
 }
