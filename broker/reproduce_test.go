@@ -149,20 +149,7 @@ func TestLostNodeInputIsProducedAgain(t *testing.T) {
 func TestLostNodeInputWithoutARunnableProducer(t *testing.T) {
 	ctx := context.Background()
 	b, clk := openTest(t)
-	app, err := b.CreateApp(ctx, &dataflow.App{Name: "orphan", Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
-		Modules: []*dataflow.Module{
-			{Name: "a", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
-			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
-		}}, []dataflow.Message{{Body: "x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
-	l := leaseOne(t, b, app, p1, "a")
-	if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
-		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
-		t.Fatal(err)
-	}
+	_, _, l := producedOnH1(t, b, "orphan", 1)
 	// a(x) is cancelled by hand, as an OVERWRITE re-run cancelled with
 	// its app would be.
 	if err := b.write(ctx, func(tx *wtx) error {
@@ -202,20 +189,7 @@ func TestHeldTaskReleasedAfterARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { b.Close() }()
-	app, err := b.CreateApp(ctx, &dataflow.App{Name: "restart", Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
-		Modules: []*dataflow.Module{
-			{Name: "a", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
-			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
-		}}, []dataflow.Message{{Body: "x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
-	l := leaseOne(t, b, app, p1, "a")
-	if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
-		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
-		t.Fatal(err)
-	}
+	app, p1, l := producedOnH1(t, b, "restart", 1)
 	if err := b.PilotLeft(ctx, p1); err != nil {
 		t.Fatal(err)
 	}
@@ -245,20 +219,7 @@ func TestHeldTaskReleasedAfterARestart(t *testing.T) {
 func TestLostNodeInputOfABatchProducerWaits(t *testing.T) {
 	ctx := context.Background()
 	b, clk := openTest(t)
-	app, err := b.CreateApp(ctx, &dataflow.App{Name: "batched", Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
-		Modules: []*dataflow.Module{
-			{Name: "a", BaseImage: "host", TaskBatchSize: 2, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
-			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
-		}}, []dataflow.Message{{Body: "x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
-	l := leaseOne(t, b, app, p1, "a")
-	if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
-		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
-		t.Fatal(err)
-	}
+	_, p1, _ := producedOnH1(t, b, "batched", 2)
 	b.PilotLeft(ctx, p1)
 	clk.t = clk.t.Add(time.Hour)
 	rr, err := b.Reproduce(ctx, time.Minute)
@@ -275,20 +236,7 @@ func TestLostNodeInputOfABatchProducerWaits(t *testing.T) {
 func TestHeldTaskNotEmittedAgainIsCancelled(t *testing.T) {
 	ctx := context.Background()
 	b, clk := openTest(t)
-	app, err := b.CreateApp(ctx, &dataflow.App{Name: "fickle", Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
-		Modules: []*dataflow.Module{
-			{Name: "a", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
-			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
-		}}, []dataflow.Message{{Body: "x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
-	l := leaseOne(t, b, app, p1, "a")
-	if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
-		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
-		t.Fatal(err)
-	}
+	app, p1, l := producedOnH1(t, b, "fickle", 1)
 	b.PilotLeft(ctx, p1)
 	clk.t = clk.t.Add(time.Hour)
 	if rr, err := b.Reproduce(ctx, time.Minute); err != nil || rr.Held != 1 || rr.Rerun != 1 {
@@ -319,20 +267,7 @@ func TestLineageMigrationKeepsOlderTasks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := b.CreateApp(ctx, &dataflow.App{Name: "old", Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
-		Modules: []*dataflow.Module{
-			{Name: "a", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
-			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
-		}}, []dataflow.Message{{Body: "x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, _ := b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
-	l := leaseOne(t, b, app, p1, "a")
-	if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
-		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
-		t.Fatal(err)
-	}
+	_, p1, _ := producedOnH1(t, b, "old", 1)
 	b.PilotLeft(ctx, p1)
 	b.Close()
 	// Back to schema 6: what a database of the previous release holds.
@@ -363,4 +298,26 @@ func TestLineageMigrationKeepsOlderTasks(t *testing.T) {
 	if n := count(t, b, "SELECT count(*) FROM tasks WHERE to_host = 'h1' AND state = 'ready'"); n != 1 {
 		t.Error("the older bound task did not keep waiting")
 	}
+}
+
+// producedOnH1 makes an app a → b (b HOST-BOUND, a in batches of batch)
+// and runs a(x) on h1, which emits x: b(x) then waits for h1.
+func producedOnH1(t *testing.T, b *Broker, name string, batch int) (app, pilot int64, a dataflow.LeasedTask) {
+	t.Helper()
+	ctx := context.Background()
+	app, err := b.CreateApp(ctx, &dataflow.App{Name: name, Parameters: dataflow.AppParameters{InitialStatus: dataflow.AppRunning},
+		Modules: []*dataflow.Module{
+			{Name: "a", BaseImage: "host", TaskBatchSize: batch, DistMode: dataflow.DistDefault, SinkModules: []string{"b"}},
+			{Name: "b", BaseImage: "host", TaskBatchSize: 1, DistMode: dataflow.DistHostBound},
+		}}, []dataflow.Message{{Body: "x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pilot, _ = b.RegisterPilot(ctx, dataflow.PilotInfo{AppID: app, Host: "h1"})
+	a = leaseOne(t, b, app, pilot, "a")
+	if _, err := b.Complete(ctx, Report{PilotID: pilot, Completions: []dataflow.Completion{{TaskID: a.ID, Gen: a.Gen, Host: "h1",
+		Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	return app, pilot, a
 }
