@@ -189,7 +189,16 @@ func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataf
 			res.State = dataflow.TaskSucceeded
 			emitted = append(emitted, msgs...)
 		} else {
-			if res.State, err = b.settle(tx, now, t, mod, c.ExitCode); err != nil {
+			held := false
+			if c.InputLost {
+				if held, err = b.lostInput(tx, now, t, c.ExitCode); err != nil {
+					return nil, err
+				}
+			}
+			if held {
+				res.State = dataflow.TaskInitial
+				c.Note = strings.TrimSpace(c.Note + "\ninput missing on this node: its producer runs again, the task waits for it")
+			} else if res.State, err = b.settle(tx, now, t, mod, c.ExitCode); err != nil {
 				return nil, err
 			}
 		}

@@ -128,66 +128,137 @@ func readLineage(tx *wtx, id int64) (lineageRow, error) {
 	return r, err
 }
 
-// reproduce holds task id, whose input was on host, and its ancestors up
-// to one that can run elsewhere, which it makes ready.
-func (b *Broker) reproduce(tx *wtx, id int64, host string, now int64, rr *ReproduceResult) error {
+// walk is what re-producing one task's input takes: the tasks to hold
+// (the task first, then the ancestors whose input was on the same node)
+// and the ancestor to run again (nil when one is already on its way).
+// why is set when the lineage cannot be run again; batched when a
+// producer in it runs in batches; none when no lineage was recorded.
+type walk struct {
+	chain   []lineageRow
+	rerun   *lineageRow
+	why     string
+	batched bool
+	none    bool
+}
+
+// planReproduce walks task id's lineage, changing nothing.
+func (b *Broker) planReproduce(tx *wtx, id int64, host string) (walk, error) {
 	t, err := readLineage(tx, id)
 	if err != nil {
-		return err
+		return walk{}, err
 	}
 	if !t.parent.Valid {
-		return nil // stored before lineage was recorded: it keeps waiting
+		return walk{none: true}, nil // stored before lineage was recorded
 	}
-	var chain []lineageRow // held, child first
+	var w walk
 	for depth := 0; ; depth++ {
-		chain = append(chain, t)
+		w.chain = append(w.chain, t)
 		if depth >= maxLineage {
-			return b.orphan(tx, chain, host, now, rr, "its lineage is deeper than the head follows")
+			w.why = "its lineage is deeper than the head follows"
+			return w, nil
 		}
 		if !t.parent.Valid {
-			return b.orphan(tx, chain, host, now, rr, "an ancestor has no recorded parent")
+			w.why = "an ancestor has no recorded parent"
+			return w, nil
 		}
 		p, err := readLineage(tx, t.parent.Int64)
 		if errors.Is(err, sql.ErrNoRows) {
-			return b.orphan(tx, chain, host, now, rr, "its parent task is gone")
+			w.why = "its parent task is gone"
+			return w, nil
 		}
 		if err != nil {
-			return err
+			return w, err
 		}
 		if m := b.module(p.moduleID); m != nil && m.def.TaskBatchSize > 1 {
-			rr.Batched++
-			return nil
+			w.batched = true
+			return w, nil
 		}
 		switch {
 		case p.state == dataflow.TaskSucceeded && p.bound && p.toHost == host:
-			// Its own input was on the lost node too: produce that first.
+			// Its own input was on that node too: produce that first.
 			t = p
-			continue
 		case p.state == dataflow.TaskSucceeded:
-			if err := hold(tx, chain, host, now); err != nil {
-				return err
-			}
-			rr.Held += len(chain)
-			if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'ready', exit_code = NULL, fail_counts = '{}', available_at = 0,
-				updated_at = ? WHERE id = ? AND state = 'succeeded'`, now, p.id); err != nil {
-				return err
-			}
-			b.markReady(p.moduleID)
-			rr.Rerun++
-			return nil
+			w.rerun = &p
+			return w, nil
 		case p.state == dataflow.TaskFailed || p.state == dataflow.TaskCancelled:
-			return b.orphan(tx, chain, host, now, rr, "its producer "+string(p.state))
+			w.why = "its producer " + string(p.state)
+			return w, nil
 		default:
 			// The producer is already running again or waiting to (a
 			// sibling's walk got there first): its emission releases
 			// this chain too.
-			if err := hold(tx, chain, host, now); err != nil {
-				return err
-			}
-			rr.Held += len(chain)
-			return nil
+			return w, nil
 		}
 	}
+}
+
+// canRun reports whether the walk ends in a producer that makes the
+// input again.
+func (w walk) canRun() bool { return w.why == "" && !w.batched && !w.none }
+
+// reproduce holds task id, whose input was on host, and its ancestors up
+// to one that can run elsewhere, which it makes ready.
+func (b *Broker) reproduce(tx *wtx, id int64, host string, now int64, rr *ReproduceResult) error {
+	w, err := b.planReproduce(tx, id, host)
+	if err != nil {
+		return err
+	}
+	switch {
+	case w.none:
+		return nil // it keeps waiting
+	case w.batched:
+		rr.Batched++
+		return nil
+	case w.why != "":
+		return b.orphan(tx, w.chain, host, now, rr, w.why)
+	}
+	return b.applyReproduce(tx, w, host, now, rr)
+}
+
+// applyReproduce holds the walk's chain and runs its producer again.
+func (b *Broker) applyReproduce(tx *wtx, w walk, host string, now int64, rr *ReproduceResult) error {
+	if err := hold(tx, w.chain, host, now); err != nil {
+		return err
+	}
+	rr.Held += len(w.chain)
+	if w.rerun == nil {
+		return nil
+	}
+	if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'ready', exit_code = NULL, fail_counts = '{}', available_at = 0,
+		updated_at = ? WHERE id = ? AND state = 'succeeded'`, now, w.rerun.id); err != nil {
+		return err
+	}
+	b.markReady(w.rerun.moduleID)
+	rr.Rerun++
+	return nil
+}
+
+// lostInput handles an attempt that found its node-tier input missing
+// on the node it was bound to (the node came back empty, or the file was
+// removed): when the input can be made again, the task is held and its
+// producer runs again, as for a lost node, without counting a retry;
+// otherwise it reports false and the retry rules decide.
+func (b *Broker) lostInput(tx *wtx, now time.Time, t taskRow, code int) (bool, error) {
+	lin, err := readLineage(tx, t.id)
+	if err != nil || !lin.bound || lin.toHost == "" {
+		return false, err
+	}
+	w, err := b.planReproduce(tx, t.id, lin.toHost)
+	if err != nil || !w.canRun() {
+		return false, err
+	}
+	// leased or running → retrying (without a fail count) → held.
+	if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'retrying', exit_code = ?, attempts = attempts + 1, available_at = ?,
+		lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`, code, ms(now), ms(now), t.id); err != nil {
+		return false, err
+	}
+	w.chain[0].state = dataflow.TaskRetrying
+	var rr ReproduceResult
+	if err := b.applyReproduce(tx, w, lin.toHost, ms(now), &rr); err != nil {
+		return false, err
+	}
+	b.holding[t.appID] = true
+	return true, nil
 }
 
 // hold moves tasks (ready, retrying or succeeded) to 'initial' with

@@ -51,6 +51,9 @@ type Completion struct {
 	OutputBytes int64       `json:"output_bytes,omitempty"`
 	Messages    []Message   `json:"messages,omitempty"`
 	Deferred    []StateOp   `json:"deferred,omitempty"`
+	// InputLost says a stage-in from this node's tier found its file
+	// missing: the head may make it again (broker.lostInput).
+	InputLost bool `json:"input_lost,omitempty"`
 	// Image is the container image the attempt ran in ("" on the host).
 	Image string `json:"image,omitempty"`
 	Stage

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -22,6 +23,9 @@ type staged struct {
 	// cached and uncached are data keys for the head's record of what
 	// this node's cache holds (dataflow.Completion.Cached).
 	cached, uncached []string
+	// lost are the tasks whose input on this node's tier was missing
+	// (dataflow.Completion.InputLost).
+	lost map[int64]bool
 }
 
 // errStage marks a transfer failure: the attempt fails with
@@ -57,6 +61,9 @@ func (s *slot) stageIn(ctx context.Context, tasks []dataflow.LeasedTask) (*stage
 				n, err = s.copy(ctx, from, s.workURL(to))
 			}
 			if err != nil {
+				if from.OnNode() && errors.Is(err, fs.ErrNotExist) {
+					st.lost = map[int64]bool{t.ID: true}
+				}
 				return st, errStage{fmt.Errorf("stage_in %s -> %s: %w", from, to, err)}
 			}
 			st.files = append(st.files, to)

@@ -125,3 +125,92 @@ modules:
 		logs()
 	}
 }
+
+// A node that is still there but lost one input (its tier emptied, a file
+// removed): the attempt that finds it missing holds its task and the
+// producer makes the input again on that node, without using a retry.
+func TestMissingNodeInputProducedAgain(t *testing.T) {
+	const n = 6
+	starts := make([]string, n)
+	for i := range starts {
+		starts[i] = fmt.Sprintf("d%02d", i)
+	}
+	gate := filepath.Join(t.TempDir(), "gate")
+	dir := writeFiles(t, map[string]string{
+		"start.txt": strings.Join(starts, "\n") + "\n",
+		// No retries: a missing input must not be charged to the rules.
+		"app.yaml": `name: missing
+modules:
+  make:
+    base_image: host
+    arguments: {code_path: ./make}
+    parameters: {start_task: "FILE:start.txt"}
+    stage_out: ["out.dat -> local:lin/{body}"]
+    sink_modules: use
+  use:
+    base_image: host
+    arguments: {code_path: ./use}
+    parameters: {retry_rules: "['*:0']"}
+    stage_in: ["local:lin/{body} -> in.dat"]
+`,
+		"make/run.sh": "#!/bin/sh\nset -eu\necho \"$1 $(date +%s%N)\" > \"$WORK_DIR/out.dat\"\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n",
+		// use waits until the test has removed one input.
+		"use/check.sh": "#!/bin/sh\n[ -e " + gate + " ]\n",
+		"use/run.sh":   "#!/bin/sh\nset -eu\ncase \"$(cat \"$WORK_DIR/in.dat\")\" in \"$1 \"*) ;; *) exit 3 ;; esac\n",
+	})
+	state := stateDir(t)
+	startServer(t, state, "--listen", "", "--no-slurm")
+	if r := sb(t, time.Minute, "--state-dir", state, "app", "create", dir); r.code != 0 {
+		t.Fatalf("app create: %s", r.stderr)
+	}
+	tmp := t.TempDir()
+	logf, err := os.Create(filepath.Join(state, "pilot-n1.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	p := exec.Command(daemons, "--server", "unix://"+filepath.Join(state, "scalebox.sock"), "pilot", "--app", "1",
+		"--host-name", "n1", "--work-root", filepath.Join(state, "w-n1"))
+	p.Env = append(os.Environ(), "TMPDIR="+tmp)
+	p.Stdout, p.Stderr = logf, logf
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Process.Kill(); p.Wait() })
+	db := openDB(t, state)
+	waitCount(t, db, "SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'make' AND t.state = 'succeeded'",
+		n, time.Minute, "n1 did not make every input")
+	lost := filepath.Join(tmp, fmt.Sprintf("scalebox-local-%d", os.Getuid()), "n1", "lin", "d03")
+	if err := os.Remove(lost); err != nil {
+		t.Fatalf("remove one input: %v", err)
+	}
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := sb(t, 2*time.Minute, "--state-dir", state, "app", "wait", "1", "--timeout", "90s"); r.code != 0 {
+		b, _ := os.ReadFile(filepath.Join(state, "pilot-n1.log"))
+		t.Fatalf("app wait: exit %d\n%s\n%s\npilot log:\n%s", r.code, r.stdout, r.stderr, b)
+	}
+	execs := func(module, body, cond string) int {
+		return queryInt(t, db, `SELECT count(*) FROM task_execs e JOIN tasks t ON t.id = e.task_id JOIN modules m ON m.id = t.module_id
+			WHERE m.name = ? AND t.body = ? AND `+cond, module, body)
+	}
+	for _, c := range []struct {
+		what string
+		got  int
+		want int
+	}{
+		{"app finished", queryInt(t, db, "SELECT count(*) FROM apps WHERE status = 'FINISHED'"), 1},
+		{"tasks", queryInt(t, db, "SELECT count(*) FROM tasks"), 2 * n},
+		{"succeeded tasks", queryInt(t, db, "SELECT count(*) FROM tasks WHERE state = 'succeeded'"), 2 * n},
+		{"make(d03) successes", execs("make", "d03", "e.exit_code = 0"), 2},
+		{"make(d02) successes", execs("make", "d02", "e.exit_code = 0"), 1},
+		{"use(d03) attempts that found the input missing", execs("use", "d03", "e.exit_code <> 0 AND e.note LIKE '%producer runs again%'"), 1},
+		{"use(d03) successes", execs("use", "d03", "e.exit_code = 0"), 1},
+		{"failed attempts of other tasks", queryInt(t, db, "SELECT count(*) FROM task_execs e JOIN tasks t ON t.id = e.task_id WHERE e.exit_code <> 0 AND t.body <> 'd03'"), 0},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
+		}
+	}
+}
