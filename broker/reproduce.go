@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -233,12 +234,25 @@ func (b *Broker) applyReproduce(tx *wtx, w walk, host string, now int64, rr *Rep
 	return nil
 }
 
+// A task whose input goes missing more than maxLostInput times is left to
+// its retry rules; lostInputKey counts those times in fail_counts, apart
+// from the rules' own keys (exit codes and "*").
+const (
+	maxLostInput = 3
+	lostInputKey = "input_lost"
+)
+
 // lostInput handles an attempt that found its node-tier input missing
 // on the node it was bound to (the node came back empty, or the file was
 // removed): when the input can be made again, the task is held and its
 // producer runs again, as for a lost node, without counting a retry;
 // otherwise it reports false and the retry rules decide.
 func (b *Broker) lostInput(tx *wtx, now time.Time, t taskRow, code int) (bool, error) {
+	counts := map[string]int{}
+	_ = json.Unmarshal([]byte(t.failCounts), &counts)
+	if counts[lostInputKey] >= maxLostInput {
+		return false, nil // a tier that keeps losing data: the rules decide
+	}
 	lin, err := readLineage(tx, t.id)
 	if err != nil || !lin.bound || lin.toHost == "" {
 		return false, err
@@ -247,9 +261,12 @@ func (b *Broker) lostInput(tx *wtx, now time.Time, t taskRow, code int) (bool, e
 	if err != nil || !w.canRun() {
 		return false, err
 	}
-	// leased or running → retrying (without a fail count) → held.
+	counts[lostInputKey]++
+	cj, _ := json.Marshal(counts)
+	// leased or running → retrying (counted apart from the retry rules) → held.
 	if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'retrying', exit_code = ?, attempts = attempts + 1, available_at = ?,
-		lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`, code, ms(now), ms(now), t.id); err != nil {
+		fail_counts = ?, lease_pilot = NULL, lease_slot = NULL, lease_deadline = NULL, updated_at = ? WHERE id = ?`,
+		code, ms(now), string(cj), ms(now), t.id); err != nil {
 		return false, err
 	}
 	w.chain[0].state = dataflow.TaskRetrying

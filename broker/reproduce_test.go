@@ -321,3 +321,45 @@ func producedOnH1(t *testing.T, b *Broker, name string, batch int) (app, pilot i
 	}
 	return app, pilot, a
 }
+
+// An attempt that finds its node-tier input missing holds its task and
+// re-runs the producer, without a retry charged, at most maxLostInput
+// times; after that the retry rules decide.
+func TestMissingInputMadeAgainAtMostThrice(t *testing.T) {
+	ctx := context.Background()
+	b, _ := openTest(t)
+	app, p1, _ := producedOnH1(t, b, "missing", 1)
+	lease := func(module string) dataflow.LeasedTask {
+		t.Helper()
+		got, err := b.Lease(ctx, LeaseRequest{AppID: app, PilotID: p1, Host: "h1", Wants: []dataflow.Want{{Module: module, Max: 1}}, TTL: time.Minute})
+		if err != nil || len(got) != 1 {
+			t.Fatalf("lease %s on h1: %v, %d tasks", module, err, len(got))
+		}
+		return got[0]
+	}
+	for round := 1; round <= maxLostInput+1; round++ {
+		l := lease("b")
+		res, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: l.ID, Gen: l.Gen, Host: "h1",
+			ExitCode: dataflow.ExitRuntime, InputLost: true, Note: "stage_in: no such file"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if round > maxLostInput {
+			if res[0].State == dataflow.TaskInitial {
+				t.Fatalf("round %d: held again; want the retry rules to decide", round)
+			}
+			break
+		}
+		if res[0].State != dataflow.TaskInitial {
+			t.Fatalf("round %d: b(x) is %s, want held (initial)", round, res[0].State)
+		}
+		a := lease("a") // made ready again
+		if _, err := b.Complete(ctx, Report{PilotID: p1, Completions: []dataflow.Completion{{TaskID: a.ID, Gen: a.Gen, Host: "h1",
+			Messages: []dataflow.Message{{Body: "x"}}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := count(t, b, "SELECT count(*) FROM task_execs WHERE note LIKE '%producer runs again%'"); n != maxLostInput {
+		t.Errorf("%d attempts recorded as input made again, want %d", n, maxLostInput)
+	}
+}
