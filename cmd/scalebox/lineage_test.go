@@ -20,53 +20,19 @@ import (
 // files.
 func TestLostNodeDataProducedAgain(t *testing.T) {
 	const n = 12
-	starts := make([]string, n)
-	for i := range starts {
-		starts[i] = fmt.Sprintf("d%02d", i)
-	}
-	dir := writeFiles(t, map[string]string{
-		"start.txt": strings.Join(starts, "\n") + "\n",
-		// use has slots only on n2: while n1 lives, its data waits there.
-		"app.yaml": `name: lineage
-modules:
-  make:
-    base_image: host
-    arguments: {code_path: ./make}
-    parameters: {start_task: "FILE:start.txt"}
-    stage_out: ["out.dat -> local:lin/{body}"]
-    sink_modules: use
-  use:
-    base_image: host
-    arguments: {code_path: ./use}
-    stage_in: ["local:lin/{body} -> in.dat"]
-    slots: "n2:1"
-`,
-		"make/run.sh": "#!/bin/sh\nset -eu\necho \"$1 $HOST_NAME\" > \"$WORK_DIR/out.dat\"\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n",
-		// The input must be the copy this node made for this body.
-		"use/run.sh": "#!/bin/sh\nset -eu\n[ \"$(cat \"$WORK_DIR/in.dat\")\" = \"$1 $HOST_NAME\" ] || { echo \"in.dat: $(cat \"$WORK_DIR/in.dat\") on $HOST_NAME\" >&2; exit 3; }\n",
-	})
+	// use has slots only on n2: while n1 lives, its data waits there.
+	files := lineageApp(n, "    slots: \"n2:1\"\n")
+	// The input must be the copy this node made for this body.
+	files["make/run.sh"] = "#!/bin/sh\nset -eu\necho \"$1 $HOST_NAME\" > \"$WORK_DIR/out.dat\"\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n"
+	files["use/run.sh"] = "#!/bin/sh\nset -eu\n[ \"$(cat \"$WORK_DIR/in.dat\")\" = \"$1 $HOST_NAME\" ] || { echo \"in.dat: $(cat \"$WORK_DIR/in.dat\") on $HOST_NAME\" >&2; exit 3; }\n"
+	dir := writeFiles(t, files)
 	state := stateDir(t)
 	startServer(t, state, "--listen", "", "--no-slurm", "--lease-ttl", "3s", "--reproduce-after", "2s")
 	if r := sb(t, time.Minute, "--state-dir", state, "app", "create", dir); r.code != 0 {
 		t.Fatalf("app create: %s", r.stderr)
 	}
 	tmp := t.TempDir() // both nodes' local: tiers, under their names
-	pilot := func(host string) *exec.Cmd {
-		logf, err := os.Create(filepath.Join(state, "pilot-"+host+".log"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { logf.Close() })
-		p := exec.Command(daemons, "--server", "unix://"+filepath.Join(state, "scalebox.sock"), "pilot", "--app", "1",
-			"--host-name", host, "--work-root", filepath.Join(state, "w-"+host))
-		p.Env = append(os.Environ(), "TMPDIR="+tmp)
-		p.Stdout, p.Stderr = logf, logf
-		if err := p.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Process.Kill(); p.Wait() })
-		return p
-	}
+	pilot := func(host string) *exec.Cmd { return nodePilot(t, state, tmp, host) }
 	db := openDB(t, state)
 	logs := func() {
 		for _, name := range []string{"pilot-n1.log", "pilot-n2.log", "server-test.log"} {
@@ -131,52 +97,21 @@ modules:
 // producer makes the input again on that node, without using a retry.
 func TestMissingNodeInputProducedAgain(t *testing.T) {
 	const n = 6
-	starts := make([]string, n)
-	for i := range starts {
-		starts[i] = fmt.Sprintf("d%02d", i)
-	}
 	gate := filepath.Join(t.TempDir(), "gate")
-	dir := writeFiles(t, map[string]string{
-		"start.txt": strings.Join(starts, "\n") + "\n",
-		// No retries: a missing input must not be charged to the rules.
-		"app.yaml": `name: missing
-modules:
-  make:
-    base_image: host
-    arguments: {code_path: ./make}
-    parameters: {start_task: "FILE:start.txt"}
-    stage_out: ["out.dat -> local:lin/{body}"]
-    sink_modules: use
-  use:
-    base_image: host
-    arguments: {code_path: ./use}
-    parameters: {retry_rules: "['*:0']"}
-    stage_in: ["local:lin/{body} -> in.dat"]
-`,
-		"make/run.sh": "#!/bin/sh\nset -eu\necho \"$1 $(date +%s%N)\" > \"$WORK_DIR/out.dat\"\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n",
-		// use waits until the test has removed one input.
-		"use/check.sh": "#!/bin/sh\n[ -e " + gate + " ]\n",
-		"use/run.sh":   "#!/bin/sh\nset -eu\ncase \"$(cat \"$WORK_DIR/in.dat\")\" in \"$1 \"*) ;; *) exit 3 ;; esac\n",
-	})
+	// No retries: a missing input must not be charged to the rules; use
+	// waits (check.sh) until the test has removed one input.
+	files := lineageApp(n, "    parameters: {retry_rules: \"['*:0']\"}\n")
+	files["make/run.sh"] = "#!/bin/sh\nset -eu\necho \"$1 $(date +%s%N)\" > \"$WORK_DIR/out.dat\"\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\n"
+	files["use/check.sh"] = "#!/bin/sh\n[ -e " + gate + " ]\n"
+	files["use/run.sh"] = "#!/bin/sh\nset -eu\ncase \"$(cat \"$WORK_DIR/in.dat\")\" in \"$1 \"*) ;; *) exit 3 ;; esac\n"
+	dir := writeFiles(t, files)
 	state := stateDir(t)
 	startServer(t, state, "--listen", "", "--no-slurm")
 	if r := sb(t, time.Minute, "--state-dir", state, "app", "create", dir); r.code != 0 {
 		t.Fatalf("app create: %s", r.stderr)
 	}
 	tmp := t.TempDir()
-	logf, err := os.Create(filepath.Join(state, "pilot-n1.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	p := exec.Command(daemons, "--server", "unix://"+filepath.Join(state, "scalebox.sock"), "pilot", "--app", "1",
-		"--host-name", "n1", "--work-root", filepath.Join(state, "w-n1"))
-	p.Env = append(os.Environ(), "TMPDIR="+tmp)
-	p.Stdout, p.Stderr = logf, logf
-	if err := p.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Process.Kill(); p.Wait() })
+	nodePilot(t, state, tmp, "n1")
 	db := openDB(t, state)
 	waitCount(t, db, "SELECT count(*) FROM tasks t JOIN modules m ON m.id = t.module_id WHERE m.name = 'make' AND t.state = 'succeeded'",
 		n, time.Minute, "n1 did not make every input")
@@ -213,4 +148,49 @@ modules:
 			t.Errorf("%s: %d, want %d", c.what, c.got, c.want)
 		}
 	}
+}
+
+// lineageApp is a pipeline make → use over local:, n start tasks, with
+// useExtra appended to use's definition; the scripts are the caller's.
+func lineageApp(n int, useExtra string) map[string]string {
+	starts := make([]string, n)
+	for i := range starts {
+		starts[i] = fmt.Sprintf("d%02d", i)
+	}
+	return map[string]string{
+		"start.txt": strings.Join(starts, "\n") + "\n",
+		"app.yaml": `name: lineage
+modules:
+  make:
+    base_image: host
+    arguments: {code_path: ./make}
+    parameters: {start_task: "FILE:start.txt"}
+    stage_out: ["out.dat -> local:lin/{body}"]
+    sink_modules: use
+  use:
+    base_image: host
+    arguments: {code_path: ./use}
+    stage_in: ["local:lin/{body} -> in.dat"]
+` + useExtra,
+	}
+}
+
+// nodePilot starts a pilot of app 1 as node host, its local: tier under
+// tmp, logging to STATE/pilot-HOST.log.
+func nodePilot(t *testing.T, state, tmp, host string) *exec.Cmd {
+	t.Helper()
+	logf, err := os.Create(filepath.Join(state, "pilot-"+host+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logf.Close() })
+	p := exec.Command(daemons, "--server", "unix://"+filepath.Join(state, "scalebox.sock"), "pilot", "--app", "1",
+		"--host-name", host, "--work-root", filepath.Join(state, "w-"+host))
+	p.Env = append(os.Environ(), "TMPDIR="+tmp)
+	p.Stdout, p.Stderr = logf, logf
+	if err := p.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Process.Kill(); p.Wait() })
+	return p
 }
