@@ -168,11 +168,6 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 		w.Close()
 		return nil, err
 	}
-	if err := loadHolding(ctx, r, b.holding); err != nil {
-		r.Close()
-		w.Close()
-		return nil, fmt.Errorf("open broker: %w", err)
-	}
 	wc, err := w.Conn(ctx)
 	if err == nil && opts.Strict {
 		_, err = wc.ExecContext(ctx, strictTrigger)
@@ -184,6 +179,12 @@ func Open(ctx context.Context, path string, opts Options) (*Broker, error) {
 	}
 	b.wtx = &wtx{c: wc}
 	b.idle = sync.NewCond(&b.qmu)
+	if err := b.loadHolding(b.wtx); err != nil {
+		wc.Close()
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("open broker: %w", err)
+	}
 	return b, nil
 }
 

@@ -29,28 +29,30 @@ type Report struct {
 // A completion whose lease is no longer held by this pilot at this
 // generation changes nothing and is answered ReportStale.
 func (b *Broker) Complete(ctx context.Context, r Report) ([]dataflow.CompletionResult, error) {
+	// A task that started and ended within one report goes straight from
+	// leased to its end state; only the others are marked running.
+	ended := make(map[int64]bool, len(r.Completions))
+	for _, c := range r.Completions {
+		ended[c.TaskID] = true
+	}
+	running := make([]dataflow.Started, 0, len(r.Started))
+	for _, st := range r.Started {
+		if !ended[st.TaskID] {
+			running = append(running, st)
+		}
+	}
 	var results []dataflow.CompletionResult
-	apply := func(quiet bool) func(tx *wtx) error {
+	// apply completes the report; quiet (each task's place) takes the
+	// path for plain successes, nil the general one.
+	apply := func(quiet map[int64]int) func(tx *wtx) error {
 		return func(tx *wtx) error {
 			now := b.now()
-			// A task that started and ended within one report goes straight
-			// from leased to its end state; only the others are marked running.
-			ended := make(map[int64]bool, len(r.Completions))
-			for _, c := range r.Completions {
-				ended[c.TaskID] = true
-			}
-			running := make([]dataflow.Started, 0, len(r.Started))
-			for _, st := range r.Started {
-				if !ended[st.TaskID] {
-					running = append(running, st)
-				}
-			}
 			if err := markRunning(tx, r.PilotID, running, ms(now)); err != nil {
 				return err
 			}
 			var err error
-			if quiet {
-				results, err = b.completeQuiet(tx, now, r.PilotID, r.Completions)
+			if quiet != nil {
+				results, err = b.completeQuiet(tx, now, r.PilotID, r.Completions, quiet)
 			} else {
 				results, err = b.completeBatch(tx, now, r.PilotID, r.Completions)
 			}
@@ -62,8 +64,8 @@ func (b *Broker) Complete(ctx context.Context, r Report) ([]dataflow.CompletionR
 	// back and the general path answers each completion.
 	quiet := quietReport(r.Completions)
 	err := b.write(ctx, apply(quiet))
-	if quiet && errors.Is(err, errNotQuiet) {
-		err = b.write(ctx, apply(false))
+	if quiet != nil && errors.Is(err, errNotQuiet) {
+		err = b.write(ctx, apply(nil))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("complete: %w", err)
@@ -209,8 +211,7 @@ func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataf
 		res.Status = dataflow.ReportAccepted
 		results[i] = res
 	}
-	const succeed = `UPDATE tasks SET prev_state = state, state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL, lease_slot = NULL,
-		lease_deadline = NULL, updated_at = ?1 WHERE id `
+	const succeed = succeedSet + ` WHERE id `
 	switch len(succeeded) {
 	case 0:
 	case 1:
@@ -243,13 +244,17 @@ func (b *Broker) completeBatch(tx *wtx, now time.Time, pilotID int64, cs []dataf
 	return results, nil
 }
 
+// succeedSet ends the lease of a succeeded task (?1 = now); both
+// completion paths add which tasks.
+const succeedSet = `UPDATE tasks SET prev_state = state, state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL,
+	lease_slot = NULL, lease_deadline = NULL, updated_at = ?1`
+
 // succeedReturning moves the tasks of a JSON list of [id, gen] pairs
 // whose lease this pilot holds at that generation to succeeded, and
 // returns what completeBatch would otherwise have read before: the state
 // left (prev_state), the attempts before this one, the headers. The
 // join reads json_each first and finds each task by its id.
-const succeedReturning = `UPDATE tasks SET prev_state = state, state = 'succeeded', exit_code = 0, attempts = attempts + 1, lease_pilot = NULL,
-	lease_slot = NULL, lease_deadline = NULL, updated_at = ?1
+const succeedReturning = succeedSet + `
 	FROM (SELECT value ->> 0 AS id, value ->> 1 AS gen FROM json_each(?2)) AS c
 	WHERE tasks.id = c.id AND tasks.lease_gen = c.gen AND tasks.lease_pilot = ?3 AND tasks.state IN ('leased', 'running')
 	RETURNING tasks.id, tasks.app_id, tasks.module_id, tasks.prev_state, tasks.lease_gen, tasks.attempts - 1, tasks.headers`
@@ -258,18 +263,21 @@ const succeedReturning = `UPDATE tasks SET prev_state = state, state = 'succeede
 // success; its operation rolls back.
 var errNotQuiet = errors.New("report is not of plain successes")
 
-// quietReport reports whether every completion is a success with no
-// deferred state change, each of a different task: the reports
-// completeQuiet can apply.
-func quietReport(cs []dataflow.Completion) bool {
-	seen := make(map[int64]bool, len(cs))
-	for _, c := range cs {
-		if seen[c.TaskID] || c.ExitCode != 0 || len(c.Deferred) > 0 {
-			return false
+// quietReport returns, when every completion is a success with no
+// deferred state change, each of a different task (the reports
+// completeQuiet can apply), each task's place in cs; else nil.
+func quietReport(cs []dataflow.Completion) map[int64]int {
+	at := make(map[int64]int, len(cs))
+	for i, c := range cs {
+		if _, twice := at[c.TaskID]; twice || c.ExitCode != 0 || len(c.Deferred) > 0 {
+			return nil
 		}
-		seen[c.TaskID] = true
+		at[c.TaskID] = i
 	}
-	return len(cs) > 0
+	if len(at) == 0 {
+		return nil
+	}
+	return at
 }
 
 // completeQuiet applies a quietReport by one UPDATE ... RETURNING instead
@@ -277,11 +285,9 @@ func quietReport(cs []dataflow.Completion) bool {
 // would be answered otherwise than as a plain success (a stale lease,
 // output that cannot be delivered); its caller's operation then rolls
 // back, changes included.
-func (b *Broker) completeQuiet(tx *wtx, now time.Time, pilotID int64, cs []dataflow.Completion) ([]dataflow.CompletionResult, error) {
-	at := make(map[int64]int, len(cs))
+func (b *Broker) completeQuiet(tx *wtx, now time.Time, pilotID int64, cs []dataflow.Completion, at map[int64]int) ([]dataflow.CompletionResult, error) {
 	pairs := make([][2]int64, len(cs))
 	for i, c := range cs {
-		at[c.TaskID] = i
 		pairs[i] = [2]int64{c.TaskID, c.Gen}
 	}
 	js, _ := json.Marshal(pairs)

@@ -70,8 +70,7 @@ func (b *Broker) Reproduce(ctx context.Context, lostFor time.Duration) (Reproduc
 		if err := b.sweepHeld(tx, ms(now), &rr); err != nil {
 			return err
 		}
-		clear(b.holding)
-		return loadHolding(ctx, tx, b.holding)
+		return b.loadHolding(tx)
 	})
 	if err != nil {
 		return rr, fmt.Errorf("reproduce lost node data: %w", err)
@@ -79,8 +78,11 @@ func (b *Broker) Reproduce(ctx context.Context, lostFor time.Duration) (Reproduc
 	return rr, nil
 }
 
-// boundWaiting selects tasks waiting for a node (tasks_bound).
-const boundWaiting = `SELECT id FROM tasks WHERE app_id = ? AND to_host = ? AND bound_to_data = 1 AND state IN ('ready', 'retrying') LIMIT 1000`
+// boundWaiting selects tasks waiting for a node (tasks_bound) that have
+// a lineage to walk: those stored before it was recorded would only take
+// places in the LIMIT.
+const boundWaiting = `SELECT id FROM tasks WHERE app_id = ? AND to_host = ? AND bound_to_data = 1 AND state IN ('ready', 'retrying')
+	AND parent_id IS NOT NULL LIMIT 1000`
 
 // releaseHeldSQL finds a held task by its module and body (the unique
 // index) and gives it the new emission's headers and node.
@@ -119,13 +121,12 @@ type lineageRow struct {
 	parent       sql.NullInt64
 	bound        bool
 	toHost       string
-	lostHost     string
 }
 
 func readLineage(tx *wtx, id int64) (lineageRow, error) {
 	r := lineageRow{id: id}
-	err := tx.QueryRow(`SELECT module_id, state, parent_id, bound_to_data, to_host, lost_host FROM tasks WHERE id = ?`, id).
-		Scan(&r.moduleID, &r.state, &r.parent, &r.bound, &r.toHost, &r.lostHost)
+	err := tx.QueryRow(`SELECT module_id, state, parent_id, bound_to_data, to_host FROM tasks WHERE id = ?`, id).
+		Scan(&r.moduleID, &r.state, &r.parent, &r.bound, &r.toHost)
 	return r, err
 }
 
@@ -142,12 +143,8 @@ type walk struct {
 	none    bool
 }
 
-// planReproduce walks task id's lineage, changing nothing.
-func (b *Broker) planReproduce(tx *wtx, id int64, host string) (walk, error) {
-	t, err := readLineage(tx, id)
-	if err != nil {
-		return walk{}, err
-	}
+// planReproduce walks the lineage up from task t, changing nothing.
+func (b *Broker) planReproduce(tx *wtx, t lineageRow, host string) (walk, error) {
 	if !t.parent.Valid {
 		return walk{none: true}, nil // stored before lineage was recorded
 	}
@@ -200,7 +197,11 @@ func (w walk) canRun() bool { return w.why == "" && !w.batched && !w.none }
 // reproduce holds task id, whose input was on host, and its ancestors up
 // to one that can run elsewhere, which it makes ready.
 func (b *Broker) reproduce(tx *wtx, id int64, host string, now int64, rr *ReproduceResult) error {
-	w, err := b.planReproduce(tx, id, host)
+	t, err := readLineage(tx, id)
+	if err != nil {
+		return err
+	}
+	w, err := b.planReproduce(tx, t, host)
 	if err != nil {
 		return err
 	}
@@ -211,7 +212,7 @@ func (b *Broker) reproduce(tx *wtx, id int64, host string, now int64, rr *Reprod
 		rr.Batched++
 		return nil
 	case w.why != "":
-		return b.orphan(tx, w.chain, host, now, rr, w.why)
+		return orphan(tx, w.chain[0], host, now, rr, w.why)
 	}
 	return b.applyReproduce(tx, w, host, now, rr)
 }
@@ -257,7 +258,7 @@ func (b *Broker) lostInput(tx *wtx, now time.Time, t taskRow, code int) (bool, e
 	if err != nil || !lin.bound || lin.toHost == "" {
 		return false, err
 	}
-	w, err := b.planReproduce(tx, t.id, lin.toHost)
+	w, err := b.planReproduce(tx, lin, lin.toHost)
 	if err != nil || !w.canRun() {
 		return false, err
 	}
@@ -296,11 +297,9 @@ func hold(tx *wtx, chain []lineageRow, host string, now int64) error {
 	return nil
 }
 
-// orphan cancels the first task of a chain whose input cannot be made
-// again (the reason goes into the result); the ancestors walked stay as
-// they were.
-func (b *Broker) orphan(tx *wtx, chain []lineageRow, host string, now int64, rr *ReproduceResult, why string) error {
-	t := chain[0]
+// orphan cancels task t, whose input cannot be made again (the reason
+// goes into the result); the ancestors walked stay as they were.
+func orphan(tx *wtx, t lineageRow, host string, now int64, rr *ReproduceResult, why string) error {
 	if _, err := tx.updateStates(`UPDATE tasks SET prev_state = state, state = 'cancelled', updated_at = ? WHERE id = ? AND state IN ('ready', 'retrying')`,
 		now, t.id); err != nil {
 		return err
@@ -368,15 +367,10 @@ func (b *Broker) releaseHeld(tx *wtx, m resolved, now int64) (bool, error) {
 	return n > 0, nil
 }
 
-// querier is what loadHolding reads through: the reader pool at open, the
-// writer's transaction after a pass.
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-// loadHolding marks the apps with held tasks.
-func loadHolding(ctx context.Context, q querier, into map[int64]bool) error {
-	rows, err := q.QueryContext(ctx, `SELECT DISTINCT app_id FROM tasks WHERE state = 'initial' AND lost_host <> ''`)
+// loadHolding marks the apps with held tasks, afresh.
+func (b *Broker) loadHolding(tx *wtx) error {
+	clear(b.holding)
+	rows, err := tx.Query(`SELECT DISTINCT app_id FROM tasks WHERE state = 'initial' AND lost_host <> ''`)
 	if err != nil {
 		return fmt.Errorf("held tasks: %w", err)
 	}
@@ -386,7 +380,7 @@ func loadHolding(ctx context.Context, q querier, into map[int64]bool) error {
 		if err := rows.Scan(&id); err != nil {
 			return err
 		}
-		into[id] = true
+		b.holding[id] = true
 	}
 	return rows.Err()
 }

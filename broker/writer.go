@@ -236,11 +236,6 @@ func (t *wtx) Query(query string, args ...any) (*sql.Rows, error) {
 	return t.c.QueryContext(context.Background(), query, args...)
 }
 
-// QueryContext is Query for code that also reads through a *sql.DB.
-func (t *wtx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	return t.c.QueryContext(ctx, query, args...)
-}
-
 func (t *wtx) QueryRow(query string, args ...any) *sql.Row {
 	return t.c.QueryRowContext(context.Background(), query, args...)
 }

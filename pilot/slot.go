@@ -488,7 +488,7 @@ func (s *slot) finish(tasks []dataflow.LeasedTask, res Result, out Outputs, st *
 	for i, t := range tasks {
 		c := completion(s, t, res, out, i == 0)
 		c.DataOnNode = dataOnNode
-		c.InputLost = st != nil && st.lost[t.ID]
+		c.InputLost = st != nil && st.lost == t.ID
 		if i == 0 && st != nil {
 			// A batch's transfers are counted once.
 			c.Stage, c.Cached, c.Uncached = st.stats, st.cached, st.uncached

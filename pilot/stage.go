@@ -23,9 +23,9 @@ type staged struct {
 	// cached and uncached are data keys for the head's record of what
 	// this node's cache holds (dataflow.Completion.Cached).
 	cached, uncached []string
-	// lost are the tasks whose input on this node's tier was missing
-	// (dataflow.Completion.InputLost).
-	lost map[int64]bool
+	// lost is the task whose input on this node's tier was missing
+	// (dataflow.Completion.InputLost); stage-in stops at the first.
+	lost int64
 }
 
 // errStage marks a transfer failure: the attempt fails with
@@ -62,7 +62,7 @@ func (s *slot) stageIn(ctx context.Context, tasks []dataflow.LeasedTask) (*stage
 			}
 			if err != nil {
 				if from.OnNode() && errors.Is(err, fs.ErrNotExist) {
-					st.lost = map[int64]bool{t.ID: true}
+					st.lost = t.ID
 				}
 				return st, errStage{fmt.Errorf("stage_in %s -> %s: %w", from, to, err)}
 			}
