@@ -73,13 +73,13 @@ type Outputs struct {
 // clearInterfaceFiles removes what a previous task left, so one task's
 // messages can never be sent for the next.
 func clearInterfaceFiles(dir string) error {
-	ents, err := os.ReadDir(dir)
+	names, err := dirNames(dir)
 	if err != nil {
 		return err
 	}
-	for _, e := range ents {
-		if interfaceFiles[e.Name()] {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	for _, name := range names {
+		if interfaceFiles[name] {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
 		}
@@ -96,14 +96,14 @@ func clearInterfaceFiles(dir string) error {
 // delete what the task could not name as its own.
 func readOutputs(dir string, removable ...string) Outputs {
 	var out Outputs
-	ents, err := os.ReadDir(dir)
+	names, err := dirNames(dir)
 	if err != nil {
 		out.Problems = append(out.Problems, fmt.Sprintf("read work dir: %v", err))
 		return out
 	}
-	present := map[string]bool{}
-	for _, e := range ents {
-		present[e.Name()] = true
+	present := make(map[string]bool, len(names))
+	for _, name := range names {
+		present[name] = true
 	}
 	// Remove what was read when done, so the next task starts clean
 	// without listing the directory again.
@@ -116,7 +116,7 @@ func readOutputs(dir string, removable ...string) Outputs {
 	}()
 	path := func(name string) string { return filepath.Join(dir, name) }
 	if present[SinkTasksFile] {
-		f, err := os.Open(path(SinkTasksFile))
+		f, err := openRaw(path(SinkTasksFile), 0)
 		if err == nil {
 			msgs, perr := dataflow.ParseMessages(SinkTasksFile, io.LimitReader(f, maxSinkTasks))
 			f.Close()
@@ -197,15 +197,6 @@ func readOutputs(dir string, removable ...string) Outputs {
 		out.Warnings = append(out.Warnings, removeListed(dir, path(RemovedFilesFile), removable)...)
 	}
 	return out
-}
-
-func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(io.LimitReader(f, maxSmallFile))
 }
 
 // listedPaths reads `path` or `path,size` lines; relative paths are

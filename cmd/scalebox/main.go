@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 
@@ -48,16 +49,32 @@ func usageErr(format string, args ...any) error {
 }
 
 func main() {
-	// SCALEBOX_CPUPROFILE=PREFIX writes PREFIX.PID.pprof (for benchmarks).
-	if prefix := os.Getenv("SCALEBOX_CPUPROFILE"); prefix != "" {
+	// SCALEBOX_CPUPROFILE=PREFIX writes PREFIX.PID.pprof and, at exit,
+	// PREFIX.PID.rusage: the CPU of this process and of the children it
+	// reaped (a pilot's are its tasks), which a profile does not split.
+	prefix := os.Getenv("SCALEBOX_CPUPROFILE")
+	if prefix != "" {
 		if f, err := os.Create(fmt.Sprintf("%s.%d.pprof", prefix, os.Getpid())); err == nil {
 			pprof.StartCPUProfile(f)
 		}
 	}
 	app := newApp()
 	err := app.Run(flagsFirst(app, os.Args))
-	pprof.StopCPUProfile()
+	if prefix != "" {
+		pprof.StopCPUProfile()
+		writeRusage(fmt.Sprintf("%s.%d.rusage", prefix, os.Getpid()), os.Args)
+	}
 	os.Exit(report(err))
+}
+
+func writeRusage(path string, args []string) {
+	var self, children syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &self) != nil || syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children) != nil {
+		return
+	}
+	sec := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+	_ = os.WriteFile(path, fmt.Appendf(nil, "%s\nself user %.3f sys %.3f\nchildren user %.3f sys %.3f\n",
+		strings.Join(args, " "), sec(self.Utime), sec(self.Stime), sec(children.Utime), sec(children.Stime)), 0o644)
 }
 
 // report prints err to stderr and maps it to an exit code.
