@@ -32,7 +32,7 @@ type agentHello struct {
 // stdin closes, so teardown.sh still runs.
 func RunAgent(in io.Reader, out io.Writer) error {
 	w := &workspace{
-		env:     os.Environ(),
+		env:     dedupEnv(os.Environ()),
 		d:       containerDirs,
 		scripts: lookupScripts(os.Getenv, apptainer.AppBin, ShareBin),
 		missing: fmt.Sprintf("no %s in %s or %s of the image (or $%s)", RunScript, apptainer.AppBin, ShareBin, scriptOverride[RunScript]),

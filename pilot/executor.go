@@ -93,10 +93,7 @@ func (w *workspace) run(ctx context.Context, r request) response {
 		}
 		return response{Result: Result{ExitCode: dataflow.ExitNotFound, Started: now, Ended: now, SystemErr: msg}}
 	}
-	env := w.env
-	if len(r.Env) > 0 {
-		env = append(append(make([]string, 0, len(w.env)+len(r.Env)), w.env...), r.Env...)
-	}
+	env := withEnv(w.env, r.Env)
 	name := filepath.Base(r.Script)
 	res := runProcess(ctx, Command{Argv: append([]string{path}, r.Args...), Env: env, Dir: w.d.Work, Timeout: r.Timeout,
 		Stdout: filepath.Join(w.d.Logs, name+".stdout"), Stderr: filepath.Join(w.d.Logs, name+".stderr"), Logs: &w.logs})

@@ -131,7 +131,7 @@ func (s *slot) hostExecutor() *workspace {
 	}
 	env = append(env, "SCALEBOX_SERVER="+s.p.cfg.Server, "SCALEBOX_TOKEN_FILE="+s.p.cfg.TokenFile,
 		"SCALEBOX_SERVER_CERT_SHA256="+s.p.cfg.CertSHA256)
-	return &workspace{env: env, d: s.host,
+	return &workspace{env: dedupEnv(env), d: s.host,
 		scripts: lookupScripts(m.Env, m.CodePath, ShareBin),
 		missing: fmt.Sprintf("no %s in code_path %q or %s (or $%s)", RunScript, m.CodePath, ShareBin, scriptOverride[RunScript])}
 }
