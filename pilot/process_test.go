@@ -4,11 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/scalebox-hpc/scalebox/dataflow"
+	"github.com/scalebox-hpc/scalebox/internal/timerslack"
 )
 
 func script(t *testing.T, dir, name, body string, mode os.FileMode) string {
@@ -220,5 +222,21 @@ func TestScriptLogsHoldOnlyTheLastRun(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(errf); string(data) != "e\n" {
 		t.Errorf("stderr file: %q, want %q", data, "e\n")
+	}
+}
+
+// A script runs with the timer slack the pilot was started with, not the
+// coarse one of the pilot's own threads (internal/timerslack).
+func TestScriptsDoNotInheritThePilotsTimerSlack(t *testing.T) {
+	if timerslack.Own() == 0 {
+		t.Skip("the pilot's timer slack is left as inherited here (no cgo, or SCALEBOX_TIMERSLACK_NS=0)")
+	}
+	dir := t.TempDir()
+	s := script(t, dir, "slack.sh", "#!/bin/sh\ncat /proc/self/timerslack_ns\n", 0o755)
+	for i := range 20 { // from whichever thread the goroutine is on
+		res := runProcess(context.Background(), Command{Argv: []string{s}, Dir: dir, Stdout: filepath.Join(dir, "o")})
+		if got, want := strings.TrimSpace(res.Stdout), strconv.FormatUint(timerslack.Child(), 10); got != want {
+			t.Fatalf("run %d: the script's timer slack is %q, want %s (the pilot's own is %d)", i, got, want, timerslack.Own())
+		}
 	}
 }
