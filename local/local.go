@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/scalebox-hpc/scalebox/dataflow"
+	"github.com/scalebox-hpc/scalebox/internal/timerslack"
 )
 
 // BatchSystem runs `scalebox pilot` processes locally.
@@ -73,7 +74,10 @@ func (b *BatchSystem) Submit(ctx context.Context, req dataflow.PilotRequest) (st
 		cmd.Stdout, cmd.Stderr = f, f
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	if err := cmd.Start(); err != nil {
+	// A pilot passes the slack it inherits on to its tasks.
+	var err error
+	timerslack.ForChild(func() { err = cmd.Start() })
+	if err != nil {
 		return "", fmt.Errorf("submit local pilot: %w", err)
 	}
 	j := &job{cmd: cmd, done: make(chan struct{})}

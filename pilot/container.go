@@ -20,6 +20,7 @@ import (
 
 	"github.com/scalebox-hpc/scalebox/apptainer"
 	"github.com/scalebox-hpc/scalebox/dataflow"
+	"github.com/scalebox-hpc/scalebox/internal/timerslack"
 )
 
 // containerExecutor runs a slot's scripts through the agent inside the
@@ -245,7 +246,10 @@ func (x *containerExecutor) startAgent(ctx context.Context, sp containerSpec, in
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	// The agent forks the module's scripts: it passes on the slack it
+	// inherits (internal/timerslack).
+	timerslack.ForChild(func() { err = cmd.Start() })
+	if err != nil {
 		return fmt.Errorf("start agent in %s: %w", in.Image, err)
 	}
 	x.cmd = cmd

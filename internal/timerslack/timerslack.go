@@ -18,7 +18,8 @@
 // work, before Go's runtime runs. A child inherits its slack from the
 // thread that forks it, so ForChild forks from a thread set back to the
 // slack the process was started with: a module's run.sh and what it starts
-// never see ours.
+// never see ours. The pilot forks scripts, local pilots and container
+// agents that way, so a user's slack reaches their tasks.
 //
 // SCALEBOX_TIMERSLACK_NS sets the slack (0: leave the inherited one, as
 // before this package); the pilot does not pass SCALEBOX_* variables on
