@@ -19,24 +19,10 @@ for bin in "$a" "$b"; do [ -x "$bin" ] || { echo "$bin: not an executable" >&2; 
 
 work=$(mktemp -d /tmp/scalebox-ab.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# The same app as run.sh: stage 1 forwards its body, stage 2 does nothing.
-mkdir -p "$work/app/first" "$work/app/second"
-printf '#!/bin/sh\necho "$1" > "$WORK_DIR/sink-tasks.txt"\n' > "$work/app/first/run.sh"
-printf '#!/bin/sh\necho "$1" > "$WORK_DIR/sink-tasks.txt.done"\n' > "$work/app/second/run.sh"
-chmod +x "$work/app/first/run.sh" "$work/app/second/run.sh"
-seq 1 $(( tasks / 2 )) > "$work/app/start.txt"
-cat > "$work/app/app.yaml" <<'Y'
-name: bench-noop
-modules:
-  first:
-    base_image: host
-    arguments: {code_path: ./first}
-    parameters: {start_task: "FILE:start.txt"}
-    sink_modules: second
-  second:
-    base_image: host
-    arguments: {code_path: ./second}
-Y
+# The same app as run.sh.
+# shellcheck source=bench/e2e/app.sh
+. "$here/app.sh"
+noop_app "$work/app" $(( tasks / 2 ))
 
 # one BIN prints the run's tasks/s.
 one() {

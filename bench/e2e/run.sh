@@ -18,31 +18,9 @@ command -v parallel >/dev/null || { echo "GNU parallel is not installed (apt-get
 
 work=$(mktemp -d /tmp/scalebox-bench.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-mkdir -p "$work/app/first" "$work/app/second"
-# Stage 1 forwards its body to stage 2 through the sink-tasks file; stage 2
-# does nothing. Both are POSIX sh, like the peers' script.
-cat > "$work/app/first/run.sh" <<'S'
-#!/bin/sh
-echo "$1" > "$WORK_DIR/sink-tasks.txt"
-S
-cat > "$work/app/second/run.sh" <<'S'
-#!/bin/sh
-echo "$1" > "$WORK_DIR/sink-tasks.txt.done"
-S
-chmod +x "$work/app/first/run.sh" "$work/app/second/run.sh"
-seq 1 "$msgs" > "$work/app/start.txt"
-cat > "$work/app/app.yaml" <<'Y'
-name: bench-noop
-modules:
-  first:
-    base_image: host
-    arguments: {code_path: ./first}
-    parameters: {start_task: "FILE:start.txt"}
-    sink_modules: second
-  second:
-    base_image: host
-    arguments: {code_path: ./second}
-Y
+# shellcheck source=bench/e2e/app.sh
+. "$here/app.sh"
+noop_app "$work/app" "$msgs"
 # The peers run the same script once per task with WORK_DIR set.
 mkdir -p "$work/peer"
 export WORK_DIR=$work/peer
