@@ -240,3 +240,31 @@ func TestScriptsDoNotInheritThePilotsTimerSlack(t *testing.T) {
 		}
 	}
 }
+
+// Each run closes what it opened (its pidfd, the work dir and interface
+// files read outside os.File): a pilot runs millions of tasks.
+func TestRunsLeaveNoFileDescriptors(t *testing.T) {
+	dir := t.TempDir()
+	s := script(t, dir, "emit.sh", "#!/bin/sh\necho \"$1\" > \"$WORK_DIR/sink-tasks.txt\"\necho out\n", 0o755)
+	w := &workspace{env: []string{"WORK_DIR=" + dir, "PATH=/usr/bin:/bin"}, d: slotDirs{Work: dir, Logs: dir},
+		scripts: map[string]string{RunScript: s}}
+	defer w.close(context.Background())
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skip("no /proc/self/fd")
+		}
+		return len(ents)
+	}
+	w.run(context.Background(), request{Script: RunScript, Args: []string{"warm", "{}"}, Task: true}) // opens the kept log files
+	before := fds()
+	for i := range 50 {
+		resp := w.run(context.Background(), request{Script: RunScript, Args: []string{strconv.Itoa(i), "{}"}, Task: true})
+		if resp.Result.ExitCode != 0 || len(resp.Outputs.Messages) != 1 {
+			t.Fatalf("run %d: exit %d, %d messages (%s)", i, resp.Result.ExitCode, len(resp.Outputs.Messages), resp.Result.SystemErr)
+		}
+	}
+	if after := fds(); after > before {
+		t.Errorf("%d open file descriptors after 50 runs, %d before", after, before)
+	}
+}
