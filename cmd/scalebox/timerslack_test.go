@@ -5,11 +5,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
+	"github.com/scalebox-hpc/scalebox/internal/timerslack"
 )
 
 // A user's timer slack reaches the tasks of `scalebox run` unchanged,
@@ -30,14 +29,10 @@ func TestTasksKeepTheCallersTimerSlack(t *testing.T) {
 	cmd.Stderr = &stderr
 	// Started from a thread with a slack of the user's own: the child
 	// inherits the forking thread's.
-	runtime.LockOSThread()
-	old, _ := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
-	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, 123456, 0, 0, 0); err != nil {
-		t.Fatal(err)
+	var err error
+	if werr := timerslack.With(123456, func() { err = cmd.Start() }); werr != nil {
+		t.Fatal(werr)
 	}
-	err := cmd.Start()
-	unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
-	runtime.UnlockOSThread()
 	if err != nil {
 		t.Fatal(err)
 	}

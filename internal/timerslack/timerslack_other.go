@@ -2,6 +2,8 @@
 
 package timerslack
 
+import "errors"
+
 // Without cgo no constructor runs before the Go runtime's threads start,
 // so the slack is left as inherited.
 
@@ -13,3 +15,6 @@ func Child() uint64 { return 0 }
 
 // ForChild runs fork.
 func ForChild(fork func()) { fork() }
+
+// With cannot set a thread's slack here; it does not run fork.
+func With(ns uint64, fork func()) error { return errors.ErrUnsupported }

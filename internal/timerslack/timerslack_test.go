@@ -107,12 +107,11 @@ func helper(t *testing.T, parentSlack uint64, env ...string) (own, child uint64)
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), append([]string{"TIMERSLACK_HELPER=1"}, env...)...)
-	runtime.LockOSThread()
-	old, _ := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
-	unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(parentSlack), 0, 0, 0)
-	out, err := cmd.Output()
-	unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(old), 0, 0, 0)
-	runtime.UnlockOSThread()
+	var out []byte
+	var err error
+	if werr := With(parentSlack, func() { out, err = cmd.Output() }); werr != nil {
+		t.Fatal(werr)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
